@@ -1,0 +1,468 @@
+//! The key-value layer: one SlateDB database on an `object_store` backend.
+//!
+//! Owns: opening a store from a URL (`file:///dir`, a plain directory path,
+//! `memory://`, `s3://bucket/prefix` and the other schemes `object_store`
+//! parses), the transaction overlay that turns one filesystem operation into
+//! one atomic SlateDB `WriteBatch`, merged range scans, the durability barrier,
+//! and poisoning: after a failed write or flush the store refuses writes
+//! rather than continue on unknown state.
+//!
+//! Must never know: what the keys mean (inodes, chunks, datasets), paths, NFS
+//! or protobuf. It is the only crate that names SlateDB types.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use slatedb::{Db, WriteBatch};
+
+/// What kind of failure a key-value operation hit, which says what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvErrorKind {
+    /// The store URL or an argument is invalid: fix the input.
+    Invalid,
+    /// The object store could not be reached or failed a request: retry later.
+    Unavailable,
+    /// Another process opened this store as writer; this handle is fenced.
+    Fenced,
+    /// The database is closed.
+    Closed,
+    /// Stored data is not what was written: run fsck, restore from backup.
+    Corrupt,
+    /// An earlier durability failure left state unknown; restart the process.
+    Poisoned,
+    /// A bug or an unexpected internal failure.
+    Internal,
+}
+
+/// A key-value error: a kind to act on and a message for humans.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct KvError {
+    /// What to do about it.
+    pub kind: KvErrorKind,
+    /// Human-readable detail (not API).
+    pub message: String,
+}
+
+impl KvError {
+    fn new(kind: KvErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn from_slate(e: slatedb::Error, during: &str) -> Self {
+        use slatedb::ErrorKind as K;
+        let kind = match e.kind() {
+            K::Closed(slatedb::CloseReason::Fenced) => KvErrorKind::Fenced,
+            K::Closed(_) => KvErrorKind::Closed,
+            K::Unavailable => KvErrorKind::Unavailable,
+            K::Invalid => KvErrorKind::Invalid,
+            K::Data => KvErrorKind::Corrupt,
+            _ => KvErrorKind::Internal,
+        };
+        Self::new(kind, format!("{during}: {e}"))
+    }
+}
+
+/// Result of key-value operations.
+pub type Result<T> = std::result::Result<T, KvError>;
+
+/// A parsed store location.
+#[derive(Debug, Clone)]
+pub struct StoreUrl {
+    /// The URL as given, with any password removed (safe to print).
+    pub display: String,
+    kind: StoreKind,
+}
+
+#[derive(Debug, Clone)]
+enum StoreKind {
+    Memory,
+    Local(std::path::PathBuf),
+    Remote(url::Url),
+}
+
+impl StoreUrl {
+    /// Parse `file:///dir`, a plain directory path, `memory://`, or any URL
+    /// `object_store` understands (`s3://bucket/prefix`, `gs://`, `az://`).
+    pub fn parse(s: &str) -> Result<Self> {
+        let invalid = |why: String| KvError::new(KvErrorKind::Invalid, why);
+        if s.is_empty() {
+            return Err(invalid("store URL is empty".into()));
+        }
+        if !s.contains("://") {
+            let path = std::path::absolute(s)
+                .map_err(|e| invalid(format!("store path {s:?} is not usable: {e}")))?;
+            return Ok(Self {
+                display: format!("file://{}", path.display()),
+                kind: StoreKind::Local(path),
+            });
+        }
+        let url = url::Url::parse(s).map_err(|e| invalid(format!("store URL {s:?}: {e}")))?;
+        let mut shown = url.clone();
+        let _ = shown.set_password(None);
+        let display = shown.to_string();
+        let kind = match url.scheme() {
+            "memory" => StoreKind::Memory,
+            "file" => {
+                let path = url
+                    .to_file_path()
+                    .map_err(|()| invalid(format!("store URL {s:?} is not an absolute file path")))?;
+                StoreKind::Local(path)
+            }
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "http" | "https" => {
+                StoreKind::Remote(url)
+            }
+            other => {
+                return Err(invalid(format!(
+                    "store URL scheme {other:?} is not supported (use file://, memory://, s3://, gs:// or az://)"
+                )));
+            }
+        };
+        Ok(Self { display, kind })
+    }
+
+    fn object_store(
+        &self,
+        options: &[(String, String)],
+    ) -> Result<(Arc<dyn ObjectStore>, ObjectPath)> {
+        match &self.kind {
+            StoreKind::Memory => Ok((
+                Arc::new(object_store::memory::InMemory::new()),
+                ObjectPath::from("cairn"),
+            )),
+            StoreKind::Local(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    KvError::new(
+                        KvErrorKind::Invalid,
+                        format!("cannot create store directory {}: {e}", dir.display()),
+                    )
+                })?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| {
+                        KvError::new(
+                            KvErrorKind::Invalid,
+                            format!("cannot use store directory {}: {e}", dir.display()),
+                        )
+                    })?;
+                Ok((Arc::new(store), ObjectPath::from("db")))
+            }
+            StoreKind::Remote(url) => {
+                let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
+                let opts: Vec<(String, String)> = env.chain(options.iter().cloned()).collect();
+                let (store, path) = object_store::parse_url_opts(url, opts).map_err(|e| {
+                    KvError::new(KvErrorKind::Invalid, format!("store URL {}: {e}", self.display))
+                })?;
+                Ok((Arc::from(store), path))
+            }
+        }
+    }
+}
+
+/// How to open the store.
+#[derive(Debug, Clone, Default)]
+pub struct KvOptions {
+    /// Extra `object_store` options (credentials, endpoint, ...).
+    pub object_store_options: Vec<(String, String)>,
+    /// Wraps the object store before SlateDB sees it (fault injection,
+    /// request counting). Applied last.
+    pub wrap: Option<ObjectStoreWrapper>,
+}
+
+/// A function that wraps an object store (a decorator such as a fault injector).
+#[derive(Clone)]
+pub struct ObjectStoreWrapper(pub Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync>);
+
+impl std::fmt::Debug for ObjectStoreWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObjectStoreWrapper")
+    }
+}
+
+/// An open key-value store: the one SlateDB writer of its location.
+pub struct Kv {
+    db: Db,
+    url: StoreUrl,
+    poisoned: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Kv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kv").field("url", &self.url.display).finish()
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Bytes, Bytes);
+
+impl Kv {
+    /// Open (creating if absent) the database at `url`.
+    pub async fn open(url: &str, options: KvOptions) -> Result<Self> {
+        let url = StoreUrl::parse(url)?;
+        let (mut store, path) = url.object_store(&options.object_store_options)?;
+        if let Some(wrap) = &options.wrap {
+            store = (wrap.0)(store);
+        }
+        let db = Db::builder(path, store)
+            .build()
+            .await
+            .map_err(|e| KvError::from_slate(e, &format!("opening store {}", url.display)))?;
+        tracing::debug!(store = %url.display, "opened key-value store");
+        Ok(Self {
+            db,
+            url,
+            poisoned: Mutex::new(None),
+        })
+    }
+
+    /// The store's location, safe to print.
+    pub fn url(&self) -> &str {
+        &self.url.display
+    }
+
+    /// Point read of the latest committed value.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.db
+            .get(key)
+            .await
+            .map_err(|e| KvError::from_slate(e, "reading"))
+    }
+
+    /// Up to `limit` entries of `[start, end)` in key order.
+    pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>> {
+        let mut it = self.iter(start, end).await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            match it.next().await? {
+                Some(e) => out.push(e),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// A streaming iterator over `[start, end)`.
+    pub async fn iter(&self, start: &[u8], end: &[u8]) -> Result<KvIter> {
+        let range = (
+            Bound::Included(Bytes::copy_from_slice(start)),
+            Bound::Excluded(Bytes::copy_from_slice(end)),
+        );
+        let inner = self
+            .db
+            .scan(range)
+            .await
+            .map_err(|e| KvError::from_slate(e, "scanning"))?;
+        Ok(KvIter { inner })
+    }
+
+    /// Start a transaction: reads see its own writes; commit writes one batch.
+    pub fn txn(&self) -> Txn<'_> {
+        Txn {
+            kv: self,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(KvError::new(
+                KvErrorKind::Poisoned,
+                format!("store refuses writes after an earlier failure ({why}); restart to recover"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&self, why: &KvError) {
+        tracing::error!(error = %why, "store poisoned: refusing further writes");
+        let mut p = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none() {
+            *p = Some(why.message.clone());
+        }
+    }
+
+    /// Whether an earlier failure made the store refuse writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.check_poisoned().is_err()
+    }
+
+    /// Make every write committed so far durable in the object store.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_poisoned()?;
+        if let Err(e) = self.db.flush().await {
+            let err = KvError::from_slate(e, "flushing to the object store");
+            self.poison(&err);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Flush and close. The handle is unusable afterwards.
+    pub async fn close(&self) -> Result<()> {
+        self.db
+            .close()
+            .await
+            .map_err(|e| KvError::from_slate(e, "closing"))
+    }
+}
+
+/// A streaming range iterator.
+pub struct KvIter {
+    inner: slatedb::DbIterator,
+}
+
+impl KvIter {
+    /// The next entry, or `None` at the end of the range.
+    pub async fn next(&mut self) -> Result<Option<Entry>> {
+        Ok(self
+            .inner
+            .next()
+            .await
+            .map_err(|e| KvError::from_slate(e, "scanning"))?
+            .map(|kv| (kv.key, kv.value)))
+    }
+}
+
+/// A transaction: buffered writes over the committed state, committed as one
+/// atomic `WriteBatch`. Callers serialise transactions (cairn has a single
+/// ordered writer), so reads through the transaction see a stable state plus
+/// the transaction's own writes.
+pub struct Txn<'a> {
+    kv: &'a Kv,
+    overlay: BTreeMap<Vec<u8>, Option<Bytes>>,
+}
+
+impl Txn<'_> {
+    /// Read a key, seeing this transaction's writes first.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.kv.get(key).await,
+        }
+    }
+
+    /// Buffer a put.
+    pub fn put(&mut self, key: Vec<u8>, value: impl Into<Bytes>) {
+        self.overlay.insert(key, Some(value.into()));
+    }
+
+    /// Buffer a delete.
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
+    }
+
+    /// Number of buffered writes.
+    pub fn len(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.overlay.is_empty()
+    }
+
+    /// Up to `limit` entries of `[start, end)`, merging the committed state
+    /// with this transaction's writes.
+    pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>> {
+        let mut it = self.kv.iter(start, end).await?;
+        let mut pending = self
+            .overlay
+            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+            .peekable();
+        let mut db_next = it.next().await?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let take_overlay = match (&db_next, pending.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((dk, _)), Some((ok, _))) => ok.as_slice() <= dk.as_ref(),
+            };
+            if take_overlay {
+                let Some((k, v)) = pending.next() else { break };
+                if let Some((dk, _)) = &db_next
+                    && dk.as_ref() == k.as_slice()
+                {
+                    db_next = it.next().await?;
+                }
+                if let Some(v) = v {
+                    out.push((Bytes::copy_from_slice(k), v.clone()));
+                }
+            } else if let Some(e) = db_next.take() {
+                out.push(e);
+                db_next = it.next().await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply every buffered write atomically. A failure poisons the store.
+    pub async fn commit(self) -> Result<()> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
+        self.kv.check_poisoned()?;
+        let mut batch = WriteBatch::new();
+        for (k, v) in self.overlay {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        match self.kv.db.write(batch).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = KvError::from_slate(e, "writing a batch");
+                self.kv.poison(&err);
+                Err(err)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn txn_reads_its_writes_and_commits_atomically() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let mut t = kv.txn();
+        t.put(b"a".to_vec(), &b"1"[..]);
+        t.put(b"c".to_vec(), &b"3"[..]);
+        assert_eq!(t.get(b"a").await?, Some(Bytes::from_static(b"1")));
+        assert_eq!(kv.get(b"a").await?, None);
+        t.commit().await?;
+        let mut t = kv.txn();
+        t.delete(b"a".to_vec());
+        t.put(b"b".to_vec(), &b"2"[..]);
+        let keys: Vec<_> = t
+            .scan(b"a", b"z", 10)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+        assert_eq!(t.scan(b"a", b"z", 1).await?.len(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn parses_store_urls() {
+        assert!(StoreUrl::parse("memory://").is_ok());
+        assert!(StoreUrl::parse("file:///tmp/x").is_ok());
+        assert!(StoreUrl::parse("./cairn-data").is_ok());
+        assert!(StoreUrl::parse("s3://bucket/prefix").is_ok());
+        let e = StoreUrl::parse("ftp://x").err().map(|e| e.kind);
+        assert_eq!(e, Some(KvErrorKind::Invalid));
+        let shown = StoreUrl::parse("s3://user:secret@bucket/p").map(|u| u.display);
+        assert!(matches!(shown, Ok(s) if !s.contains("secret")));
+    }
+}
