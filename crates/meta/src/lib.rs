@@ -1,1 +1,456 @@
-//! tmp
+//! Versioned inode, directory-entry and extent records of one dataset tree.
+//!
+//! Owns: reading a record as of the live head or of any snapshot generation
+//! (head version if born at or before it, else the history version with the
+//! smallest death after it), and the write rule (ZFS birth-time rule): a head
+//! version that no snapshot can see is dropped; one a snapshot can see moves
+//! to a history key with a dead-list entry. See
+//! `../shared/design/storage-model.md` sections 2 and 3.
+//!
+//! Must never know: chunk bytes or refcounts (it returns the extents it
+//! dropped; the caller decrements their chunks), paths, permissions, NFS or
+//! protobuf.
+
+use bytes::Bytes;
+use cairn_codec::{
+    Body, CodecError, DirentRecord, ExtentRecord, HeadKey, InodeRecord, Key, Versioned, birth_of,
+};
+use cairn_kv::{KvError, Txn};
+
+/// What went wrong reading or writing records.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// A stored record does not decode: the store is damaged.
+    #[error("corrupt record at key {key}: {source}")]
+    Corrupt {
+        /// Hex of the key.
+        key: String,
+        /// The decode failure.
+        source: CodecError,
+    },
+    /// The key-value layer failed.
+    #[error(transparent)]
+    Kv(#[from] KvError),
+}
+
+/// Result of record operations.
+pub type Result<T> = std::result::Result<T, MetaError>;
+
+fn corrupt(key: &[u8], source: CodecError) -> MetaError {
+    MetaError::Corrupt {
+        key: key.iter().map(|b| format!("{b:02x}")).collect(),
+        source,
+    }
+}
+
+fn decode<T: Body>(key: &[u8], bytes: &[u8]) -> Result<Versioned<T>> {
+    Versioned::decode(bytes).map_err(|e| corrupt(key, e))
+}
+
+/// The generation state of a writable tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeState {
+    /// Tree id (the key prefix of all its records).
+    pub tree: u64,
+    /// Current generation: records written now are born at it.
+    pub generation: u64,
+    /// The newest snapshot's generation (0 if none): versions born at or
+    /// before it are visible to a snapshot and must be kept in history.
+    pub last_snapshot: u64,
+}
+
+/// Which version of a tree to read: the live head, or a snapshot generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// Tree id.
+    pub tree: u64,
+    /// `None` reads the head; `Some(g)` reads as of generation `g`.
+    pub at: Option<u64>,
+}
+
+impl View {
+    /// The live head of `tree`.
+    pub fn head(tree: u64) -> Self {
+        Self { tree, at: None }
+    }
+}
+
+/// Read one record as `view` sees it. Whiteouts read as absent.
+pub async fn get<T: Body>(r: &Txn<'_>, view: View, key: &HeadKey) -> Result<Option<T>> {
+    Ok(get_versioned(r, view, key).await?.and_then(|v| v.value))
+}
+
+/// Read one record with its birth generation.
+pub async fn get_versioned<T: Body>(
+    r: &Txn<'_>,
+    view: View,
+    key: &HeadKey,
+) -> Result<Option<Versioned<T>>> {
+    let hk = key.encode();
+    let head = match r.get(&hk).await? {
+        Some(b) => Some(decode::<T>(&hk, &b)?),
+        None => None,
+    };
+    let Some(at) = view.at else {
+        return Ok(head);
+    };
+    if let Some(h) = &head
+        && h.birth <= at
+    {
+        return Ok(head);
+    }
+    // The history version with the smallest death > at, if born <= at.
+    let prefix = key.history_prefix();
+    let start = key.history_key(at.saturating_add(1));
+    let mut end = prefix.clone();
+    end.extend_from_slice(&[0xff; 9]);
+    for (k, v) in r.scan(&start, &end, 1).await? {
+        let ver = decode::<T>(&k, &v)?;
+        if ver.birth <= at {
+            return Ok(Some(ver));
+        }
+    }
+    Ok(None)
+}
+
+/// What happened to the head version a write replaced or deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retired<T> {
+    /// There was no head version.
+    Nothing,
+    /// No snapshot could see it: it is gone. If it was an extent, the caller
+    /// must drop its chunk reference in the same transaction.
+    Dropped(T),
+    /// A snapshot can see it: it moved to history with a dead-list entry and
+    /// still holds its references.
+    Kept,
+}
+
+async fn retire<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey) -> Result<Retired<T>> {
+    let hk = key.encode();
+    let Some(old) = txn.get(&hk).await? else {
+        return Ok(Retired::Nothing);
+    };
+    let birth = birth_of(&old).map_err(|e| corrupt(&hk, e))?;
+    if birth > tree.last_snapshot {
+        let v = decode::<T>(&hk, &old)?;
+        return Ok(match v.value {
+            Some(v) => Retired::Dropped(v),
+            None => Retired::Nothing,
+        });
+    }
+    // Birth <= last snapshot: some snapshot sees this version. A version born
+    // in the current generation can never be visible to a snapshot, so the
+    // (key, death) history key is unique.
+    debug_assert!(birth < tree.generation);
+    txn.put(key.history_key(tree.generation), old);
+    txn.put(
+        Key::Dead {
+            tree: tree.tree,
+            death: tree.generation,
+            birth,
+            head: key.clone(),
+        }
+        .encode(),
+        Bytes::new(),
+    );
+    Ok(Retired::Kept)
+}
+
+/// Write `value` as the head version of `key`, born at the current generation.
+pub async fn put<T: Body>(
+    txn: &mut Txn<'_>,
+    tree: &TreeState,
+    key: &HeadKey,
+    value: T,
+) -> Result<Retired<T>> {
+    debug_assert_eq!(key.tree(), tree.tree);
+    let retired = retire::<T>(txn, tree, key).await?;
+    txn.put(key.encode(), Versioned::new(tree.generation, value).encode());
+    Ok(retired)
+}
+
+/// Delete the head version of `key`.
+pub async fn delete<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey) -> Result<Retired<T>> {
+    debug_assert_eq!(key.tree(), tree.tree);
+    let retired = retire::<T>(txn, tree, key).await?;
+    txn.delete(key.encode());
+    Ok(retired)
+}
+
+/// Shortcut: the inode `ino` as `view` sees it.
+pub async fn inode(r: &Txn<'_>, view: View, ino: u64) -> Result<Option<InodeRecord>> {
+    get(r, view, &HeadKey::Inode { tree: view.tree, ino }).await
+}
+
+/// Shortcut: the entry `name` of directory `dir` as `view` sees it.
+pub async fn dirent(r: &Txn<'_>, view: View, dir: u64, name: &[u8]) -> Result<Option<DirentRecord>> {
+    get(r, view, &HeadKey::dirent(view.tree, dir, name)).await
+}
+
+/// A visible directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEntry {
+    /// Readdir cookie.
+    pub cookie: u64,
+    /// Entry name.
+    pub name: Vec<u8>,
+    /// Target.
+    pub record: DirentRecord,
+}
+
+/// Entries of `dir` with cookie > `after`, in cookie order, as `view` sees
+/// them. Returns at least `limit` entries unless the listing ends (it may
+/// return more so that a page never splits entries sharing a cookie), and
+/// whether the listing ended.
+pub async fn list_dirents(
+    r: &Txn<'_>,
+    view: View,
+    dir: u64,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<ListedEntry>, bool)> {
+    let limit = limit.max(1);
+    let (_, end) = Key::dirent_range(view.tree, dir);
+    let mut start = Key::dirent_after(view.tree, dir, after);
+    let mut out: Vec<ListedEntry> = Vec::new();
+    loop {
+        // Fetch one more than needed to know whether the listing goes on.
+        let fetch = limit - out.len().min(limit) + 1;
+        let (batch, exhausted) = visible_range(r, view, &start, &end, fetch).await?;
+        let mut last_key = None;
+        for (k, v) in batch {
+            let HeadKey::Dirent { cookie, name, .. } = HeadKey::decode(&k).map_err(|e| corrupt(&k, e))? else {
+                return Err(corrupt(&k, CodecError::Malformed { what: "dirent key", reason: "wrong kind" }));
+            };
+            let rec = decode::<DirentRecord>(&k, &v)?;
+            last_key = Some(k.clone());
+            if let Some(record) = rec.value {
+                out.push(ListedEntry { cookie, name, record });
+            }
+        }
+        let enough = out.len() > limit;
+        if exhausted && !enough {
+            return Ok((out, true));
+        }
+        if enough {
+            // Keep `limit` entries plus any that share the last kept cookie.
+            let keep_cookie = out[limit - 1].cookie;
+            let mut n = limit;
+            while n < out.len() && out[n].cookie == keep_cookie {
+                n += 1;
+            }
+            let ended = n == out.len() && exhausted;
+            out.truncate(n);
+            return Ok((out, ended));
+        }
+        match last_key {
+            Some(k) => {
+                start = k.to_vec();
+                start.push(0);
+            }
+            None => return Ok((out, true)),
+        }
+    }
+}
+
+/// Extents `first..=last` of `ino`, as `view` sees them.
+pub async fn list_extents(
+    r: &Txn<'_>,
+    view: View,
+    ino: u64,
+    first: u64,
+    last: u64,
+) -> Result<Vec<(u64, ExtentRecord)>> {
+    let (start, end) = Key::extent_range(view.tree, ino, first, last);
+    let (entries, _) = visible_range(r, view, &start, &end, usize::MAX).await?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        let HeadKey::Extent { idx, .. } = HeadKey::decode(&k).map_err(|e| corrupt(&k, e))? else {
+            return Err(corrupt(&k, CodecError::Malformed { what: "extent key", reason: "wrong kind" }));
+        };
+        if let Some(e) = decode::<ExtentRecord>(&k, &v)?.value {
+            out.push((idx, e));
+        }
+    }
+    Ok(out)
+}
+
+/// Head-key-ordered versions visible to `view` within head range
+/// `[start, end)`: up to `limit` (key, value) pairs, whiteouts included, and
+/// whether the range was exhausted.
+async fn visible_range(
+    r: &Txn<'_>,
+    view: View,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+    let Some(at) = view.at else {
+        let page = r.scan(start, end, limit).await?;
+        let exhausted = page.len() < limit;
+        return Ok((page, exhausted));
+    };
+    // Snapshot view: merge head versions born <= at with history versions
+    // alive at `at`. History keys are head-key bodies with another prefix, so
+    // the two streams share an order once the prefix is swapped.
+    let hist = |k: &[u8]| {
+        let mut h = k.to_vec();
+        if let Some(p) = h.first_mut() {
+            *p |= 0x80;
+        }
+        h
+    };
+    let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+    let mut cursor = start.to_vec();
+    let batch = limit.clamp(1, 512);
+    loop {
+        let heads = r.scan(&cursor, end, batch).await?;
+        let hists = r.scan(&hist(&cursor), &hist(end), batch).await?;
+        let heads_done = heads.len() < batch;
+        let hists_done = hists.len() < batch;
+        // Everything up to `cutoff` (inclusive) is complete in both streams.
+        let mut cutoff: Option<Vec<u8>> = None;
+        if !heads_done && let Some((k, _)) = heads.last() {
+            cutoff = Some(k.to_vec());
+        }
+        if !hists_done && let Some((k, _)) = hists.last() {
+            let Key::History { head, .. } = Key::decode(k).map_err(|e| corrupt(k, e))? else {
+                return Err(corrupt(k, CodecError::Malformed { what: "history key", reason: "wrong kind" }));
+            };
+            let hk = head.encode();
+            cutoff = Some(match cutoff {
+                Some(c) if c <= hk => c,
+                _ => hk,
+            });
+        }
+        let within = |k: &[u8]| cutoff.as_deref().is_none_or(|c| k <= c);
+        let mut visible: std::collections::BTreeMap<Vec<u8>, Bytes> = Default::default();
+        for (k, v) in &heads {
+            if within(k) && birth_of(v).map_err(|e| corrupt(k, e))? <= at {
+                visible.insert(k.to_vec(), v.clone());
+            }
+        }
+        // History versions come ordered by (key, death): the first alive one
+        // per key (death > at) is the candidate.
+        let mut seen_key: Option<Vec<u8>> = None;
+        for (k, v) in &hists {
+            let Key::History { head, death } = Key::decode(k).map_err(|e| corrupt(k, e))? else {
+                return Err(corrupt(k, CodecError::Malformed { what: "history key", reason: "wrong kind" }));
+            };
+            let hk = head.encode();
+            if !within(&hk) || death <= at || seen_key.as_deref() == Some(&hk[..]) {
+                continue;
+            }
+            seen_key = Some(hk.clone());
+            if birth_of(v).map_err(|e| corrupt(k, e))? <= at {
+                visible.entry(hk).or_insert_with(|| v.clone());
+            }
+        }
+        for (k, v) in visible {
+            out.push((Bytes::from(k), v));
+        }
+        let exhausted = cutoff.is_none();
+        if exhausted || out.len() >= limit {
+            if out.len() > limit {
+                out.truncate(limit);
+                return Ok((out, false));
+            }
+            return Ok((out, exhausted));
+        }
+        let Some(mut c) = cutoff else {
+            return Ok((out, true));
+        };
+        c.push(0);
+        cursor = c;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_codec::{ChunkHash, FileKind};
+    use cairn_kv::{Kv, KvOptions};
+
+    fn ext(b: u8) -> ExtentRecord {
+        ExtentRecord { hash: ChunkHash([b; 32]), len: 10 }
+    }
+
+    #[tokio::test]
+    async fn write_rule_keeps_only_what_snapshots_see() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let key = HeadKey::Extent { tree: 1, ino: 5, idx: 0 };
+        let mut st = TreeState { tree: 1, generation: 1, last_snapshot: 0 };
+
+        let mut t = kv.txn();
+        assert_eq!(put(&mut t, &st, &key, ext(1)).await?, Retired::Nothing);
+        // Replaced in the same generation with no snapshot: dropped.
+        assert_eq!(put(&mut t, &st, &key, ext(2)).await?, Retired::Dropped(ext(2 - 1)));
+        t.commit().await?;
+
+        // Snapshot at generation 1.
+        st.last_snapshot = 1;
+        st.generation = 2;
+        let mut t = kv.txn();
+        assert_eq!(put(&mut t, &st, &key, ext(3)).await?, Retired::<ExtentRecord>::Kept);
+        assert_eq!(put(&mut t, &st, &key, ext(4)).await?, Retired::Dropped(ext(3)));
+        t.commit().await?;
+
+        let t = kv.txn();
+        let snap = View { tree: 1, at: Some(1) };
+        assert_eq!(get::<ExtentRecord>(&t, snap, &key).await?, Some(ext(2)));
+        assert_eq!(get::<ExtentRecord>(&t, View::head(1), &key).await?, Some(ext(4)));
+        assert_eq!(list_extents(&t, snap, 5, 0, 10).await?, vec![(0, ext(2))]);
+
+        // Deleted after the snapshot: the snapshot still sees it.
+        let mut t = kv.txn();
+        assert_eq!(delete::<ExtentRecord>(&mut t, &st, &key).await?, Retired::Dropped(ext(4)));
+        t.commit().await?;
+        let t = kv.txn();
+        assert_eq!(get::<ExtentRecord>(&t, snap, &key).await?, Some(ext(2)));
+        assert_eq!(get::<ExtentRecord>(&t, View::head(1), &key).await?, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn snapshot_listing_pages_through_head_and_history() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let mut st = TreeState { tree: 1, generation: 1, last_snapshot: 0 };
+        let rec = DirentRecord { ino: 9, kind: FileKind::Regular };
+        let mut t = kv.txn();
+        for i in 0..50u32 {
+            put(&mut t, &st, &HeadKey::dirent(1, 2, format!("f{i}").as_bytes()), rec).await?;
+        }
+        t.commit().await?;
+        st.last_snapshot = 1;
+        st.generation = 2;
+        let mut t = kv.txn();
+        for i in 0..50u32 {
+            let k = HeadKey::dirent(1, 2, format!("f{i}").as_bytes());
+            if i % 2 == 0 {
+                delete::<DirentRecord>(&mut t, &st, &k).await?;
+            }
+            put(&mut t, &st, &HeadKey::dirent(1, 2, format!("g{i}").as_bytes()), rec).await?;
+        }
+        t.commit().await?;
+        let t = kv.txn();
+        for (view, want) in [(View { tree: 1, at: Some(1) }, 50), (View::head(1), 75)] {
+            let mut names = Vec::new();
+            let mut after = 0;
+            loop {
+                let (page, done) = list_dirents(&t, view, 2, after, 7).await?;
+                if let Some(last) = page.last() {
+                    after = last.cookie;
+                }
+                names.extend(page.into_iter().map(|e| e.name));
+                if done {
+                    break;
+                }
+            }
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), want, "{view:?}");
+        }
+        Ok(())
+    }
+}
