@@ -1,1 +1,323 @@
-//! tmp
+//! The cairn engine: composes the key-value layer, the chunk store and the
+//! versioned record store into [`Filesystem`] views of datasets.
+//!
+//! Owns: opening and initialising a store, inode allocation (a store-wide
+//! counter, never reused), permission checks against caller credentials, the
+//! single ordered writer (every mutation holds one lock and commits one
+//! atomic batch), file data layout (inline small files, fixed-size
+//! content-addressed chunks, holes), and `fsck`.
+//!
+//! Must never know: NFS or protobuf types (protocol crates translate), the
+//! byte layout of keys (the codec owns it), SlateDB (the kv crate owns it).
+
+mod fs;
+mod fsck;
+mod ops;
+mod perm;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cairn_codec::{FileKind, HeadKey, InodeRecord, Key, Timestamp, Versioned, decode_u64, encode_u64};
+use cairn_fs::{ErrorKind, FsError};
+use cairn_kv::{Kv, KvError, KvErrorKind, KvOptions};
+use cairn_meta::TreeState;
+
+pub use cairn_fs as api;
+pub use fs::DatasetFs;
+pub use fsck::{FsckReport, Problem};
+
+/// Files up to this many bytes are stored inline in their inode record.
+pub const INLINE_MAX: usize = 4096;
+/// Default chunk size (64 KiB).
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// The on-disk format version this build writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+/// The root directory's inode number in every dataset.
+pub const ROOT_INO: u64 = 1;
+/// Capacity reported by fsstat (object stores have no fixed size): 1 PiB.
+pub const REPORTED_CAPACITY_BYTES: u64 = 1 << 50;
+/// Inode capacity reported by fsstat.
+pub const REPORTED_CAPACITY_FILES: u64 = 1 << 40;
+
+const META_FORMAT: &[u8] = b"format";
+const META_CHUNK_SIZE: &[u8] = b"chunk_size";
+const META_NEXT_INO: &[u8] = b"next_ino";
+const META_INODES: &[u8] = b"inodes";
+const META_STORE_ID: &[u8] = b"store_id";
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Chunk size for a new store (ignored when opening an existing one).
+    pub chunk_size: u32,
+    /// Key-value options (object store credentials, wrappers).
+    pub kv: KvOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            kv: KvOptions::default(),
+        }
+    }
+}
+
+/// State only the writer touches, behind the writer lock.
+pub(crate) struct WriterState {
+    pub(crate) next_ino: u64,
+    pub(crate) inodes: u64,
+    pub(crate) trees: HashMap<u64, TreeState>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) kv: Kv,
+    pub(crate) chunk_size: u32,
+    pub(crate) store_id: u64,
+    pub(crate) writer: tokio::sync::Mutex<WriterState>,
+}
+
+/// An open cairn store.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// The tree id of the dataset a new store starts with.
+pub const ROOT_TREE: u64 = 1;
+
+impl Engine {
+    /// Open the store at `url`, initialising it if it is empty.
+    pub async fn open(url: &str, options: EngineOptions) -> Result<Self, FsError> {
+        if !options.chunk_size.is_power_of_two()
+            || !(4096..=1 << 20).contains(&options.chunk_size)
+        {
+            return Err(FsError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "chunk size {} must be a power of two between 4 KiB and 1 MiB",
+                    options.chunk_size
+                ),
+            ));
+        }
+        let kv = Kv::open(url, options.kv.clone()).await.map_err(kv_err)?;
+        let meta = |name: &[u8]| Key::Meta(name.to_vec()).encode();
+        let read_u64 = async |kv: &Kv, name: &[u8]| -> Result<Option<u64>, FsError> {
+            match kv.get(&meta(name)).await.map_err(kv_err)? {
+                Some(b) => decode_u64(&b).map(Some).map_err(|e| {
+                    FsError::new(
+                        ErrorKind::Corrupt,
+                        format!("store record {:?}: {e}", String::from_utf8_lossy(name)),
+                    )
+                }),
+                None => Ok(None),
+            }
+        };
+        let format = read_u64(&kv, META_FORMAT).await?;
+        if format.is_none() {
+            init_store(&kv, options.chunk_size).await?;
+        } else if format != Some(FORMAT_VERSION) {
+            return Err(FsError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "store {} has format version {:?}; this build reads version {FORMAT_VERSION}",
+                    kv.url(),
+                    format
+                ),
+            ));
+        }
+        let missing = |what: &str| {
+            FsError::new(ErrorKind::Corrupt, format!("store record {what} is missing"))
+        };
+        let chunk_size = read_u64(&kv, META_CHUNK_SIZE).await?.ok_or_else(|| missing("chunk_size"))?;
+        let next_ino = read_u64(&kv, META_NEXT_INO).await?.ok_or_else(|| missing("next_ino"))?;
+        let inodes = read_u64(&kv, META_INODES).await?.ok_or_else(|| missing("inodes"))?;
+        let store_id = read_u64(&kv, META_STORE_ID).await?.ok_or_else(|| missing("store_id"))?;
+        let trees = load_trees(&kv).await?;
+        tracing::info!(store = kv.url(), chunk_size, next_ino, "store opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                kv,
+                chunk_size: chunk_size as u32,
+                store_id,
+                writer: tokio::sync::Mutex::new(WriterState {
+                    next_ino,
+                    inodes,
+                    trees,
+                }),
+            }),
+        })
+    }
+
+    /// The live, writable view of the store's first dataset.
+    pub fn root_dataset(&self) -> DatasetFs {
+        DatasetFs::new(self.inner.clone(), ROOT_TREE, None)
+    }
+
+    /// The store's location, safe to print.
+    pub fn url(&self) -> &str {
+        self.inner.kv.url()
+    }
+
+    /// Chunk size in bytes.
+    pub fn chunk_size(&self) -> u32 {
+        self.inner.chunk_size
+    }
+
+    /// Store-wide chunk statistics (distinct chunks, stored and plain bytes).
+    pub async fn chunk_stats(&self) -> Result<cairn_cas::ChunkStats, FsError> {
+        cairn_cas::stats(&self.inner.kv).await.map_err(cas_err)
+    }
+
+    /// Check every invariant of the store; see [`FsckReport`].
+    pub async fn fsck(&self) -> Result<FsckReport, FsError> {
+        let _w = self.inner.writer.lock().await;
+        fsck::run(&self.inner).await
+    }
+
+    /// Make every completed mutation durable.
+    pub async fn flush(&self) -> Result<(), FsError> {
+        self.inner.kv.flush().await.map_err(kv_err)
+    }
+
+    /// Flush and close the store.
+    pub async fn close(&self) -> Result<(), FsError> {
+        let _w = self.inner.writer.lock().await;
+        self.inner.kv.close().await.map_err(kv_err)
+    }
+
+    /// Raw key-value access for tests that plant corruption.
+    #[doc(hidden)]
+    pub fn kv_for_tests(&self) -> &Kv {
+        &self.inner.kv
+    }
+}
+
+/// Dataset registry record (the registry crate takes this over): tree state.
+fn encode_tree(t: &TreeState) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24);
+    v.extend_from_slice(&t.tree.to_be_bytes());
+    v.extend_from_slice(&t.generation.to_be_bytes());
+    v.extend_from_slice(&t.last_snapshot.to_be_bytes());
+    v
+}
+
+fn decode_tree(b: &[u8]) -> Option<TreeState> {
+    if b.len() != 24 {
+        return None;
+    }
+    let u = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(a)
+    };
+    Some(TreeState {
+        tree: u(0),
+        generation: u(1),
+        last_snapshot: u(2),
+    })
+}
+
+async fn load_trees(kv: &Kv) -> Result<HashMap<u64, TreeState>, FsError> {
+    let (start, end) = Key::prefix_range(cairn_codec::KeyPrefix::Dataset);
+    let mut out = HashMap::new();
+    for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+        let t = decode_tree(&v).ok_or_else(|| {
+            FsError::new(ErrorKind::Corrupt, format!("dataset record {k:?} is malformed"))
+        })?;
+        out.insert(t.tree, t);
+    }
+    if !out.contains_key(&ROOT_TREE) {
+        return Err(FsError::new(ErrorKind::Corrupt, "the root dataset record is missing"));
+    }
+    Ok(out)
+}
+
+async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
+    let mut t = kv.txn();
+    let meta = |name: &[u8]| Key::Meta(name.to_vec()).encode();
+    let seed = format!("{:?}{}{:?}", std::time::SystemTime::now(), std::process::id(), kv.url());
+    let id_hash = blake3::hash(seed.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&id_hash.as_bytes()[..8]);
+    t.put(meta(META_FORMAT), encode_u64(FORMAT_VERSION));
+    t.put(meta(META_CHUNK_SIZE), encode_u64(chunk_size as u64));
+    t.put(meta(META_NEXT_INO), encode_u64(ROOT_INO + 1));
+    t.put(meta(META_INODES), encode_u64(1));
+    t.put(meta(META_STORE_ID), encode_u64(u64::from_be_bytes(id) | 1));
+    let tree = TreeState {
+        tree: ROOT_TREE,
+        generation: 1,
+        last_snapshot: 0,
+    };
+    t.put(Key::Dataset(ROOT_TREE).encode(), encode_tree(&tree));
+    let now = Timestamp::now();
+    let root = InodeRecord {
+        kind: FileKind::Directory,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        nlink: 2,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        rdev: (0, 0),
+        parent: ROOT_INO,
+        create_verifier: None,
+        inline: None,
+    };
+    t.put(
+        HeadKey::Inode {
+            tree: ROOT_TREE,
+            ino: ROOT_INO,
+        }
+        .encode(),
+        Versioned::new(tree.generation, root).encode(),
+    );
+    t.commit().await.map_err(kv_err)?;
+    kv.flush().await.map_err(kv_err)?;
+    tracing::info!(store = kv.url(), chunk_size, "initialised a new store");
+    Ok(())
+}
+
+pub(crate) fn kv_err(e: KvError) -> FsError {
+    let kind = match e.kind {
+        KvErrorKind::Corrupt => ErrorKind::Corrupt,
+        KvErrorKind::Poisoned => ErrorKind::Poisoned,
+        KvErrorKind::Invalid => ErrorKind::Invalid,
+        KvErrorKind::Unavailable
+        | KvErrorKind::Fenced
+        | KvErrorKind::Closed
+        | KvErrorKind::Internal => ErrorKind::Io,
+    };
+    let msg = match e.kind {
+        KvErrorKind::Fenced => format!(
+            "another cairn process opened this store and fenced this one: {}",
+            e.message
+        ),
+        _ => e.message,
+    };
+    FsError::new(kind, msg)
+}
+
+pub(crate) fn cas_err(e: cairn_cas::CasError) -> FsError {
+    match e {
+        cairn_cas::CasError::Kv(e) => kv_err(e),
+        e @ cairn_cas::CasError::Corrupt { .. } => FsError::new(ErrorKind::Corrupt, e.to_string()),
+    }
+}
+
+pub(crate) fn meta_err(e: cairn_meta::MetaError) -> FsError {
+    match e {
+        cairn_meta::MetaError::Kv(e) => kv_err(e),
+        e @ cairn_meta::MetaError::Corrupt { .. } => FsError::new(ErrorKind::Corrupt, e.to_string()),
+    }
+}
+
+pub(crate) fn meta_key(name: &[u8]) -> Vec<u8> {
+    Key::Meta(name.to_vec()).encode()
+}
+
+pub(crate) use {META_INODES as INODES_KEY, META_NEXT_INO as NEXT_INO_KEY};

@@ -1,0 +1,740 @@
+//! [`DatasetFs`]: the [`Filesystem`] view of one dataset, live or at a
+//! snapshot generation.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cairn_codec::{DirentRecord, FileKind, InodeRecord, Timestamp};
+use cairn_fs::{
+    Attr, CreateHow, Creds, DirEntry, DirPage, ErrorKind, Filesystem, FsInfo, FsStat, InodeId,
+    LINK_MAX, MAX_FILE_SIZE, PATH_MAX, SetAttr, SetTime, SpecialKind, access,
+};
+use cairn_meta::View;
+
+use crate::ops::{Op, Result, err, is_dot, show, validate_name};
+use crate::{
+    Inner, REPORTED_CAPACITY_BYTES, REPORTED_CAPACITY_FILES, ROOT_INO, cas_err,
+    kv_err, meta_err, perm,
+};
+
+/// A filesystem view of one dataset: the live head (writable) or a snapshot
+/// generation (read-only).
+#[derive(Clone)]
+pub struct DatasetFs {
+    inner: Arc<Inner>,
+    view: View,
+}
+
+impl DatasetFs {
+    pub(crate) fn new(inner: Arc<Inner>, tree: u64, at: Option<u64>) -> Self {
+        Self {
+            inner,
+            view: View { tree, at },
+        }
+    }
+
+    fn read_only(&self) -> bool {
+        self.view.at.is_some()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only() {
+            return Err(err(ErrorKind::ReadOnly, "this view is a read-only snapshot"));
+        }
+        Ok(())
+    }
+
+    async fn inode(&self, ino: u64) -> Result<InodeRecord> {
+        let t = self.inner.kv.txn();
+        cairn_meta::inode(&t, self.view, ino)
+            .await
+            .map_err(meta_err)?
+            .ok_or_else(|| err(ErrorKind::Stale, format!("inode {ino} no longer exists")))
+    }
+
+    fn attr(&self, ino: u64, rec: &InodeRecord) -> Attr {
+        let cs = self.inner.chunk_size as u64;
+        let used = match (&rec.inline, rec.kind) {
+            (Some(d), _) => d.len() as u64,
+            (None, FileKind::Regular) => rec.size.div_ceil(cs) * cs,
+            _ => 0,
+        };
+        Attr {
+            ino,
+            kind: rec.kind,
+            mode: rec.mode,
+            nlink: rec.nlink,
+            uid: rec.uid,
+            gid: rec.gid,
+            size: match rec.kind {
+                FileKind::Directory => 4096,
+                _ => rec.size,
+            },
+            used,
+            rdev: rec.rdev,
+            atime: rec.atime,
+            mtime: rec.mtime,
+            ctime: rec.ctime,
+        }
+    }
+
+    /// Lock the writer and start an operation on this dataset.
+    async fn begin(&self) -> Result<tokio::sync::MutexGuard<'_, crate::WriterState>> {
+        self.check_writable()?;
+        Ok(self.inner.writer.lock().await)
+    }
+
+    /// Common prologue of create/mkdir/mknod/symlink: the parent must be a
+    /// searchable, writable directory and `name` must be free.
+    async fn prepare_new(op: &Op<'_>, creds: &Creds, dir: u64, name: &[u8]) -> Result<InodeRecord> {
+        validate_name(name)?;
+        let drec = op.dir(dir).await?;
+        if is_dot(name) {
+            return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+        }
+        perm::check(creds, &drec, access::WRITE | access::EXECUTE, "add entries to this directory")?;
+        if op.entry(dir, name).await?.is_some() {
+            return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+        }
+        Ok(drec)
+    }
+
+    /// Link a fresh inode into `dir` and store both.
+    async fn finish_new(
+        op: &mut Op<'_>,
+        dir: u64,
+        mut drec: InodeRecord,
+        name: &[u8],
+        mut rec: InodeRecord,
+    ) -> Result<u64> {
+        let ino = op.alloc_ino();
+        if rec.kind == FileKind::Directory {
+            rec.parent = dir;
+            drec.nlink += 1;
+        }
+        op.put_entry(dir, name, DirentRecord { ino, kind: rec.kind }).await?;
+        drec.mtime = op.now;
+        drec.ctime = op.now;
+        op.put_inode(dir, drec).await?;
+        op.put_inode(ino, rec).await?;
+        op.count_inodes(1);
+        Ok(ino)
+    }
+
+    /// Apply the ownership and time parts of `attrs` to a new record (root
+    /// may give it away; others only get what they already have).
+    fn initial_attrs(creds: &Creds, rec: &mut InodeRecord, attrs: &SetAttr, now: Timestamp) {
+        if let Some(uid) = attrs.uid
+            && creds.uid == 0
+        {
+            rec.uid = uid;
+        }
+        if let Some(gid) = attrs.gid
+            && (creds.uid == 0 || creds.in_group(gid))
+        {
+            rec.gid = gid;
+        }
+        for (t, set) in [(&mut rec.atime, attrs.atime), (&mut rec.mtime, attrs.mtime)] {
+            match set {
+                SetTime::Keep => {}
+                SetTime::Now => *t = now,
+                SetTime::At(at) => *t = at,
+            }
+        }
+    }
+
+    /// Whether `ancestor` is `dir` or one of its ancestors.
+    async fn is_ancestor(op: &Op<'_>, ancestor: u64, mut dir: u64) -> Result<bool> {
+        // Bounded: directory depth cannot exceed the number of inodes.
+        for _ in 0..=op.w.next_ino {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = op.dir(dir).await?.parent;
+        }
+        Err(err(ErrorKind::Corrupt, "directory parent chain has a cycle"))
+    }
+
+    async fn is_empty_dir(op: &Op<'_>, view: View, dir: u64) -> Result<bool> {
+        let (page, _) = cairn_meta::list_dirents(&op.txn, view, dir, 0, 1)
+            .await
+            .map_err(meta_err)?;
+        Ok(page.is_empty())
+    }
+}
+
+#[async_trait]
+impl Filesystem for DatasetFs {
+    fn info(&self) -> FsInfo {
+        FsInfo {
+            root: ROOT_INO,
+            read_only: self.read_only(),
+            chunk_size: self.inner.chunk_size,
+            max_file_size: MAX_FILE_SIZE,
+        }
+    }
+
+    async fn getattr(&self, ino: InodeId) -> Result<Attr> {
+        let rec = self.inode(ino).await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn lookup(&self, creds: &Creds, dir: InodeId, name: &[u8]) -> Result<Attr> {
+        let drec = self.inode(dir).await?;
+        if drec.kind != FileKind::Directory {
+            return Err(err(ErrorKind::NotDir, format!("inode {dir} is not a directory")));
+        }
+        perm::check(creds, &drec, access::EXECUTE, "search this directory")?;
+        if name == b"." {
+            return Ok(self.attr(dir, &drec));
+        }
+        if name == b".." {
+            return self.getattr(drec.parent).await;
+        }
+        validate_name(name)?;
+        let t = self.inner.kv.txn();
+        let entry = cairn_meta::dirent(&t, self.view, dir, name)
+            .await
+            .map_err(meta_err)?
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("{:?} not found", show(name))))?;
+        let rec = cairn_meta::inode(&t, self.view, entry.ino)
+            .await
+            .map_err(meta_err)?
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::Corrupt,
+                    format!("entry {:?} names missing inode {}", show(name), entry.ino),
+                )
+            })?;
+        Ok(self.attr(entry.ino, &rec))
+    }
+
+    async fn access(&self, creds: &Creds, ino: InodeId, mask: u32) -> Result<u32> {
+        let rec = self.inode(ino).await?;
+        let mut granted = perm::granted(creds, &rec);
+        if creds.uid == rec.uid && rec.kind != FileKind::Directory {
+            granted |= access::READ | access::WRITE;
+        }
+        if self.read_only() {
+            granted &= !access::WRITE;
+        }
+        Ok(granted & mask)
+    }
+
+    async fn setattr(
+        &self,
+        creds: &Creds,
+        ino: InodeId,
+        attrs: &SetAttr,
+        guard: Option<Timestamp>,
+    ) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        let mut rec = op.inode(ino).await?;
+        if let Some(g) = guard
+            && g != rec.ctime
+        {
+            return Err(err(ErrorKind::NotSync, "guard ctime does not match the inode's ctime"));
+        }
+        let owner = perm::owns(creds, &rec);
+        let mut changed = false;
+        if let Some(uid) = attrs.uid
+            && uid != rec.uid
+        {
+            if creds.uid != 0 {
+                return Err(err(ErrorKind::Permission, "only root may change a file's owner"));
+            }
+            rec.uid = uid;
+            changed = true;
+        }
+        if let Some(gid) = attrs.gid
+            && gid != rec.gid
+        {
+            if !(creds.uid == 0 || (creds.uid == rec.uid && creds.in_group(gid))) {
+                return Err(err(
+                    ErrorKind::Permission,
+                    format!("uid {} may not change the group to {gid}", creds.uid),
+                ));
+            }
+            rec.gid = gid;
+            changed = true;
+        }
+        if (attrs.uid.is_some() || attrs.gid.is_some()) && rec.kind != FileKind::Directory && attrs.mode.is_none() {
+            // chown clears setuid, and setgid when group-executable (Linux).
+            let mut clear = 0o4000;
+            if rec.mode & 0o010 != 0 {
+                clear |= 0o2000;
+            }
+            if rec.mode & clear != 0 {
+                rec.mode &= !clear;
+                changed = true;
+            }
+        }
+        if let Some(mode) = attrs.mode {
+            if !owner {
+                return Err(err(ErrorKind::Permission, "only the owner or root may change the mode"));
+            }
+            let mut mode = mode & 0o7777;
+            if creds.uid != 0 && rec.kind != FileKind::Directory && !creds.in_group(rec.gid) {
+                mode &= !0o2000;
+            }
+            rec.mode = mode;
+            changed = true;
+        }
+        if let Some(size) = attrs.size {
+            match rec.kind {
+                FileKind::Regular => {}
+                FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot set the size of a directory")),
+                _ => return Err(err(ErrorKind::Invalid, "only regular files have a settable size")),
+            }
+            if size > MAX_FILE_SIZE {
+                return Err(err(ErrorKind::FileTooBig, format!("size {size} exceeds the maximum {MAX_FILE_SIZE}")));
+            }
+            perm::check_data(creds, &rec, access::WRITE, "truncate this file")?;
+            op.set_size(ino, &mut rec, size).await?;
+            rec.mtime = op.now;
+            changed = true;
+        }
+        for (is_atime, set) in [(true, attrs.atime), (false, attrs.mtime)] {
+            let t = match set {
+                SetTime::Keep => continue,
+                SetTime::Now => {
+                    if !owner {
+                        perm::check(creds, &rec, access::WRITE, "set times on this file")?;
+                    }
+                    op.now
+                }
+                SetTime::At(t) => {
+                    if !owner {
+                        return Err(err(ErrorKind::Permission, "only the owner or root may set explicit times"));
+                    }
+                    t
+                }
+            };
+            if is_atime {
+                rec.atime = t;
+            } else {
+                rec.mtime = t;
+            }
+            changed = true;
+        }
+        if changed {
+            rec.ctime = op.now;
+            op.put_inode(ino, rec.clone()).await?;
+            op.commit().await?;
+        }
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn read(&self, creds: &Creds, ino: InodeId, offset: u64, count: u32) -> Result<(Bytes, bool)> {
+        let rec = self.inode(ino).await?;
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot read a directory")),
+            _ => return Err(err(ErrorKind::Invalid, "only regular files can be read")),
+        }
+        perm::check_data(creds, &rec, access::READ, "read this file")?;
+        if offset >= rec.size || count == 0 {
+            return Ok((Bytes::new(), offset >= rec.size));
+        }
+        let end = rec.size.min(offset + count as u64);
+        let eof = end == rec.size;
+        if let Some(inline) = &rec.inline {
+            return Ok((Bytes::copy_from_slice(&inline[offset as usize..end as usize]), eof));
+        }
+        let cs = self.inner.chunk_size as u64;
+        let first = offset / cs;
+        let last = (end - 1) / cs;
+        let t = self.inner.kv.txn();
+        let extents = cairn_meta::list_extents(&t, self.view, ino, first, last)
+            .await
+            .map_err(meta_err)?;
+        let kv = &self.inner.kv;
+        let max = self.inner.chunk_size as usize;
+        let chunks = futures::future::try_join_all(extents.iter().map(|(idx, e)| async move {
+            cairn_cas::read_chunk(kv, &e.hash, max).await.map(|d| (*idx, d))
+        }))
+        .await
+        .map_err(cas_err)?;
+        let mut out = vec![0u8; (end - offset) as usize];
+        for (idx, data) in chunks {
+            let cstart = idx * cs;
+            let lo = offset.max(cstart);
+            let hi = end.min(cstart + data.len() as u64);
+            if lo < hi {
+                out[(lo - offset) as usize..(hi - offset) as usize]
+                    .copy_from_slice(&data[(lo - cstart) as usize..(hi - cstart) as usize]);
+            }
+        }
+        Ok((Bytes::from(out), eof))
+    }
+
+    async fn write(&self, creds: &Creds, ino: InodeId, offset: u64, data: &[u8]) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        let mut rec = op.inode(ino).await?;
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot write a directory")),
+            _ => return Err(err(ErrorKind::Invalid, "only regular files can be written")),
+        }
+        perm::check_data(creds, &rec, access::WRITE, "write this file")?;
+        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= MAX_FILE_SIZE);
+        if end.is_none() {
+            return Err(err(
+                ErrorKind::FileTooBig,
+                format!("writing {} bytes at {offset} exceeds the maximum file size {MAX_FILE_SIZE}", data.len()),
+            ));
+        }
+        if data.is_empty() {
+            return Ok(self.attr(ino, &rec));
+        }
+        op.write_data(ino, &mut rec, offset, data).await?;
+        if creds.uid != 0 && rec.mode & 0o6000 != 0 {
+            // A write by anyone but root clears setuid/setgid (Linux).
+            rec.mode &= !0o6000;
+        }
+        rec.mtime = op.now;
+        rec.ctime = op.now;
+        op.put_inode(ino, rec.clone()).await?;
+        op.commit().await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn create(&self, creds: &Creds, dir: InodeId, name: &[u8], how: CreateHow, attrs: &SetAttr) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        validate_name(name)?;
+        let drec = op.dir(dir).await?;
+        if is_dot(name) {
+            return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+        }
+        perm::check(creds, &drec, access::EXECUTE, "search this directory")?;
+        if let Some(existing) = op.entry(dir, name).await? {
+            let mut rec = op.inode(existing.ino).await?;
+            match how {
+                CreateHow::Guarded => {
+                    return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+                }
+                CreateHow::Exclusive(v) => {
+                    if rec.kind == FileKind::Regular && rec.create_verifier == Some(v) {
+                        return Ok(self.attr(existing.ino, &rec));
+                    }
+                    return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+                }
+                CreateHow::Unchecked => {
+                    if rec.kind != FileKind::Regular {
+                        return Err(err(ErrorKind::Exists, format!("{:?} exists and is not a regular file", show(name))));
+                    }
+                    if let Some(size) = attrs.size {
+                        perm::check_data(creds, &rec, access::WRITE, "truncate this file")?;
+                        op.set_size(existing.ino, &mut rec, size).await?;
+                        rec.mtime = op.now;
+                        rec.ctime = op.now;
+                        op.put_inode(existing.ino, rec.clone()).await?;
+                        op.commit().await?;
+                    }
+                    return Ok(self.attr(existing.ino, &rec));
+                }
+            }
+        }
+        perm::check(creds, &drec, access::WRITE, "add entries to this directory")?;
+        let mut rec = op.new_record(creds, &drec, FileKind::Regular, attrs.mode.unwrap_or(0o644));
+        Self::initial_attrs(creds, &mut rec, attrs, op.now);
+        if let CreateHow::Exclusive(v) = how {
+            rec.create_verifier = Some(v);
+        }
+        let size = attrs.size.unwrap_or(0);
+        if size > MAX_FILE_SIZE {
+            return Err(err(ErrorKind::FileTooBig, format!("size {size} exceeds the maximum")));
+        }
+        let ino = Self::finish_new(&mut op, dir, drec, name, rec.clone()).await?;
+        if size > 0 {
+            op.set_size(ino, &mut rec, size).await?;
+            op.put_inode(ino, rec.clone()).await?;
+        }
+        op.commit().await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn mkdir(&self, creds: &Creds, dir: InodeId, name: &[u8], attrs: &SetAttr) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        let drec = Self::prepare_new(&op, creds, dir, name).await?;
+        if drec.nlink >= LINK_MAX {
+            return Err(err(ErrorKind::TooManyLinks, "the directory has too many subdirectories"));
+        }
+        let mut rec = op.new_record(creds, &drec, FileKind::Directory, attrs.mode.unwrap_or(0o755));
+        Self::initial_attrs(creds, &mut rec, attrs, op.now);
+        rec.parent = dir;
+        let ino = Self::finish_new(&mut op, dir, drec, name, rec.clone()).await?;
+        op.commit().await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn mknod(&self, creds: &Creds, dir: InodeId, name: &[u8], kind: SpecialKind, attrs: &SetAttr) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        let drec = Self::prepare_new(&op, creds, dir, name).await?;
+        let (fk, rdev) = match kind {
+            SpecialKind::Fifo => (FileKind::Fifo, (0, 0)),
+            SpecialKind::Socket => (FileKind::Socket, (0, 0)),
+            SpecialKind::Char(a, b) => (FileKind::CharDevice, (a, b)),
+            SpecialKind::Block(a, b) => (FileKind::BlockDevice, (a, b)),
+        };
+        if matches!(fk, FileKind::CharDevice | FileKind::BlockDevice) && creds.uid != 0 {
+            return Err(err(ErrorKind::Permission, "only root may create device nodes"));
+        }
+        let mut rec = op.new_record(creds, &drec, fk, attrs.mode.unwrap_or(0o644));
+        Self::initial_attrs(creds, &mut rec, attrs, op.now);
+        rec.rdev = rdev;
+        let ino = Self::finish_new(&mut op, dir, drec, name, rec.clone()).await?;
+        op.commit().await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn symlink(&self, creds: &Creds, dir: InodeId, name: &[u8], target: &[u8], attrs: &SetAttr) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        if target.is_empty() {
+            return Err(err(ErrorKind::Invalid, "symlink target is empty"));
+        }
+        if target.len() > PATH_MAX {
+            return Err(err(ErrorKind::NameTooLong, format!("symlink target is {} bytes; the limit is {PATH_MAX}", target.len())));
+        }
+        if target.contains(&0) {
+            return Err(err(ErrorKind::Invalid, "symlink target contains NUL"));
+        }
+        let drec = Self::prepare_new(&op, creds, dir, name).await?;
+        let mut rec = op.new_record(creds, &drec, FileKind::Symlink, attrs.mode.unwrap_or(0o777));
+        Self::initial_attrs(creds, &mut rec, attrs, op.now);
+        rec.size = target.len() as u64;
+        rec.inline = Some(target.to_vec());
+        let ino = Self::finish_new(&mut op, dir, drec, name, rec.clone()).await?;
+        op.commit().await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn readlink(&self, ino: InodeId) -> Result<Bytes> {
+        let rec = self.inode(ino).await?;
+        match (rec.kind, rec.inline) {
+            (FileKind::Symlink, Some(t)) => Ok(Bytes::from(t)),
+            _ => Err(err(ErrorKind::Invalid, format!("inode {ino} is not a symlink"))),
+        }
+    }
+
+    async fn link(&self, creds: &Creds, ino: InodeId, dir: InodeId, name: &[u8]) -> Result<Attr> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        let mut rec = op.inode(ino).await?;
+        if rec.kind == FileKind::Directory {
+            return Err(err(ErrorKind::Permission, "directories cannot be hard-linked"));
+        }
+        let drec = Self::prepare_new(&op, creds, dir, name).await?;
+        if rec.nlink >= LINK_MAX {
+            return Err(err(ErrorKind::TooManyLinks, format!("inode {ino} already has {} links", rec.nlink)));
+        }
+        rec.nlink += 1;
+        rec.ctime = op.now;
+        op.put_entry(dir, name, DirentRecord { ino, kind: rec.kind }).await?;
+        let mut drec = drec;
+        drec.mtime = op.now;
+        drec.ctime = op.now;
+        op.put_inode(dir, drec).await?;
+        op.put_inode(ino, rec.clone()).await?;
+        op.commit().await?;
+        Ok(self.attr(ino, &rec))
+    }
+
+    async fn remove(&self, creds: &Creds, dir: InodeId, name: &[u8]) -> Result<()> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        validate_name(name)?;
+        let mut drec = op.dir(dir).await?;
+        if is_dot(name) {
+            return Err(err(ErrorKind::Invalid, format!("cannot remove {:?}", show(name))));
+        }
+        perm::check(creds, &drec, access::WRITE | access::EXECUTE, "remove entries from this directory")?;
+        let entry = op
+            .entry(dir, name)
+            .await?
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("{:?} not found", show(name))))?;
+        let rec = op.inode(entry.ino).await?;
+        if rec.kind == FileKind::Directory {
+            return Err(err(ErrorKind::IsDir, format!("{:?} is a directory", show(name))));
+        }
+        perm::check_sticky(creds, &drec, &rec)?;
+        op.delete_entry(dir, name).await?;
+        op.drop_link(entry.ino, rec).await?;
+        drec.mtime = op.now;
+        drec.ctime = op.now;
+        op.put_inode(dir, drec).await?;
+        op.commit().await
+    }
+
+    async fn rmdir(&self, creds: &Creds, dir: InodeId, name: &[u8]) -> Result<()> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        validate_name(name)?;
+        let mut drec = op.dir(dir).await?;
+        if name == b"." {
+            return Err(err(ErrorKind::Invalid, "cannot remove \".\""));
+        }
+        if name == b".." {
+            return Err(err(ErrorKind::NotEmpty, "cannot remove \"..\""));
+        }
+        perm::check(creds, &drec, access::WRITE | access::EXECUTE, "remove entries from this directory")?;
+        let entry = op
+            .entry(dir, name)
+            .await?
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("{:?} not found", show(name))))?;
+        let rec = op.inode(entry.ino).await?;
+        if rec.kind != FileKind::Directory {
+            return Err(err(ErrorKind::NotDir, format!("{:?} is not a directory", show(name))));
+        }
+        perm::check_sticky(creds, &drec, &rec)?;
+        if !Self::is_empty_dir(&op, self.view, entry.ino).await? {
+            return Err(err(ErrorKind::NotEmpty, format!("directory {:?} is not empty", show(name))));
+        }
+        op.delete_entry(dir, name).await?;
+        op.free_inode(entry.ino, &rec).await?;
+        drec.nlink = drec.nlink.saturating_sub(1);
+        drec.mtime = op.now;
+        drec.ctime = op.now;
+        op.put_inode(dir, drec).await?;
+        op.commit().await
+    }
+
+    async fn rename(&self, creds: &Creds, from_dir: InodeId, from: &[u8], to_dir: InodeId, to: &[u8]) -> Result<()> {
+        let mut w = self.begin().await?;
+        let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        validate_name(from)?;
+        validate_name(to)?;
+        let fdrec = op.dir(from_dir).await?;
+        let tdrec = op.dir(to_dir).await?;
+        if is_dot(from) || is_dot(to) {
+            return Err(err(ErrorKind::Invalid, "cannot rename \".\" or \"..\""));
+        }
+        perm::check(creds, &fdrec, access::WRITE | access::EXECUTE, "remove entries from the source directory")?;
+        perm::check(creds, &tdrec, access::WRITE | access::EXECUTE, "add entries to the target directory")?;
+        let src = op
+            .entry(from_dir, from)
+            .await?
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("{:?} not found", show(from))))?;
+        if from_dir == to_dir && from == to {
+            return Ok(());
+        }
+        let mut srec = op.inode(src.ino).await?;
+        perm::check_sticky(creds, &fdrec, &srec)?;
+        let is_dir = srec.kind == FileKind::Directory;
+        if is_dir && to_dir != from_dir && Self::is_ancestor(&op, src.ino, to_dir).await? {
+            return Err(err(ErrorKind::Invalid, "cannot move a directory into its own subtree"));
+        }
+        if is_dir && to_dir != from_dir && creds.uid != 0 && creds.uid != srec.uid {
+            // Moving a directory rewrites its "..": needs write on it (Linux).
+            perm::check(creds, &srec, access::WRITE, "move this directory")?;
+        }
+        let mut replaced_dir = false;
+        if let Some(dst) = op.entry(to_dir, to).await? {
+            if dst.ino == src.ino {
+                return Ok(());
+            }
+            let drec = op.inode(dst.ino).await?;
+            perm::check_sticky(creds, &tdrec, &drec)?;
+            match (is_dir, drec.kind == FileKind::Directory) {
+                (true, false) => return Err(err(ErrorKind::NotDir, format!("{:?} is not a directory", show(to)))),
+                (false, true) => return Err(err(ErrorKind::IsDir, format!("{:?} is a directory", show(to)))),
+                (true, true) => {
+                    if !Self::is_empty_dir(&op, self.view, dst.ino).await? {
+                        return Err(err(ErrorKind::NotEmpty, format!("directory {:?} is not empty", show(to))));
+                    }
+                    op.free_inode(dst.ino, &drec).await?;
+                    replaced_dir = true;
+                }
+                (false, false) => op.drop_link(dst.ino, drec).await?,
+            }
+        }
+        op.delete_entry(from_dir, from).await?;
+        op.put_entry(to_dir, to, DirentRecord { ino: src.ino, kind: srec.kind }).await?;
+        srec.ctime = op.now;
+        if is_dir {
+            srec.parent = to_dir;
+        }
+        op.put_inode(src.ino, srec).await?;
+        // Re-read: the directories may be the same inode and drop_link may
+        // have touched neither, but replaced entries changed nothing else.
+        let mut fdrec = op.dir(from_dir).await?;
+        fdrec.mtime = op.now;
+        fdrec.ctime = op.now;
+        if from_dir == to_dir {
+            if replaced_dir {
+                fdrec.nlink = fdrec.nlink.saturating_sub(1);
+            }
+            op.put_inode(from_dir, fdrec).await?;
+        } else {
+            if is_dir {
+                fdrec.nlink = fdrec.nlink.saturating_sub(1);
+            }
+            op.put_inode(from_dir, fdrec).await?;
+            let mut tdrec = op.dir(to_dir).await?;
+            tdrec.mtime = op.now;
+            tdrec.ctime = op.now;
+            if is_dir && !replaced_dir {
+                tdrec.nlink += 1;
+            }
+            op.put_inode(to_dir, tdrec).await?;
+        }
+        op.commit().await
+    }
+
+    async fn readdir(&self, creds: &Creds, dir: InodeId, cookie: u64, verifier: u64, max_entries: usize) -> Result<DirPage> {
+        let drec = self.inode(dir).await?;
+        if drec.kind != FileKind::Directory {
+            return Err(err(ErrorKind::NotDir, format!("inode {dir} is not a directory")));
+        }
+        perm::check(creds, &drec, access::READ, "list this directory")?;
+        let expected = self.inner.store_id;
+        if cookie != 0 && verifier != 0 && verifier != expected {
+            return Err(err(ErrorKind::BadCookie, "readdir verifier is from another store"));
+        }
+        let t = self.inner.kv.txn();
+        let (entries, eof) = cairn_meta::list_dirents(&t, self.view, dir, cookie, max_entries.clamp(1, 4096))
+            .await
+            .map_err(meta_err)?;
+        Ok(DirPage {
+            entries: entries
+                .into_iter()
+                .map(|e| DirEntry {
+                    name: e.name,
+                    ino: e.record.ino,
+                    kind: e.record.kind,
+                    cookie: e.cookie,
+                })
+                .collect(),
+            eof,
+            verifier: expected,
+        })
+    }
+
+    async fn fsstat(&self) -> Result<FsStat> {
+        let st = cairn_cas::stats(&self.inner.kv).await.map_err(cas_err)?;
+        let inodes = self.inner.writer.lock().await.inodes;
+        let used = st.stored_bytes;
+        Ok(FsStat {
+            total_bytes: REPORTED_CAPACITY_BYTES.max(used),
+            free_bytes: REPORTED_CAPACITY_BYTES.saturating_sub(used),
+            used_bytes: used,
+            total_files: REPORTED_CAPACITY_FILES,
+            free_files: REPORTED_CAPACITY_FILES.saturating_sub(inodes),
+            used_files: inodes,
+        })
+    }
+
+    async fn commit(&self) -> Result<()> {
+        self.inner.kv.flush().await.map_err(kv_err)
+    }
+}

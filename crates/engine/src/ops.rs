@@ -1,0 +1,355 @@
+//! One mutation = one [`Op`]: a transaction over the committed state plus the
+//! chunk refcount changes it causes, committed as one atomic batch while the
+//! writer lock is held.
+
+use bytes::Bytes;
+use cairn_cas::Pending;
+use cairn_codec::{
+    DirentRecord, ExtentRecord, FileKind, HeadKey, InodeRecord, Timestamp, encode_u64,
+};
+use cairn_fs::{Creds, ErrorKind, FsError, NAME_MAX};
+use cairn_kv::Txn;
+use cairn_meta::{Retired, TreeState, View};
+
+use crate::{INLINE_MAX, INODES_KEY, Inner, NEXT_INO_KEY, WriterState, cas_err, kv_err, meta_err, meta_key};
+
+pub(crate) type Result<T> = std::result::Result<T, FsError>;
+
+pub(crate) fn err(kind: ErrorKind, msg: impl Into<String>) -> FsError {
+    FsError::new(kind, msg)
+}
+
+/// Check an entry name: 1..=255 bytes, no `/`, no NUL.
+pub(crate) fn validate_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() {
+        return Err(err(ErrorKind::Invalid, "invalid name: empty"));
+    }
+    if name.len() > NAME_MAX {
+        return Err(err(
+            ErrorKind::NameTooLong,
+            format!("name is {} bytes; the limit is {NAME_MAX}", name.len()),
+        ));
+    }
+    if name.contains(&b'/') {
+        return Err(err(ErrorKind::Invalid, format!("invalid name {:?}: contains '/'", show(name))));
+    }
+    if name.contains(&0) {
+        return Err(err(ErrorKind::Invalid, format!("invalid name {:?}: contains NUL", show(name))));
+    }
+    Ok(())
+}
+
+pub(crate) fn is_dot(name: &[u8]) -> bool {
+    name == b"." || name == b".."
+}
+
+pub(crate) fn show(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
+pub(crate) struct Op<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) w: &'a mut WriterState,
+    pub(crate) txn: Txn<'a>,
+    pub(crate) pending: Pending,
+    pub(crate) tree: TreeState,
+    pub(crate) now: Timestamp,
+}
+
+impl<'a> Op<'a> {
+    pub(crate) fn new(inner: &'a Inner, w: &'a mut WriterState, tree: u64) -> Result<Self> {
+        let tree = *w
+            .trees
+            .get(&tree)
+            .ok_or_else(|| err(ErrorKind::Stale, format!("dataset tree {tree} no longer exists")))?;
+        Ok(Self {
+            txn: inner.kv.txn(),
+            inner,
+            w,
+            pending: Pending::new(),
+            tree,
+            now: Timestamp::now(),
+        })
+    }
+
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        self.pending.apply(&mut self.txn).await.map_err(cas_err)?;
+        self.txn.commit().await.map_err(kv_err)
+    }
+
+    fn view(&self) -> View {
+        View::head(self.tree.tree)
+    }
+
+    fn ikey(&self, ino: u64) -> HeadKey {
+        HeadKey::Inode {
+            tree: self.tree.tree,
+            ino,
+        }
+    }
+
+    /// The inode `ino`, or `Stale`.
+    pub(crate) async fn inode(&self, ino: u64) -> Result<InodeRecord> {
+        cairn_meta::inode(&self.txn, self.view(), ino)
+            .await
+            .map_err(meta_err)?
+            .ok_or_else(|| err(ErrorKind::Stale, format!("inode {ino} no longer exists")))
+    }
+
+    /// The directory `ino`, or `Stale`/`NotDir`.
+    pub(crate) async fn dir(&self, ino: u64) -> Result<InodeRecord> {
+        let rec = self.inode(ino).await?;
+        if rec.kind != FileKind::Directory {
+            return Err(err(ErrorKind::NotDir, format!("inode {ino} is not a directory")));
+        }
+        Ok(rec)
+    }
+
+    pub(crate) async fn put_inode(&mut self, ino: u64, rec: InodeRecord) -> Result<()> {
+        let key = self.ikey(ino);
+        cairn_meta::put(&mut self.txn, &self.tree, &key, rec)
+            .await
+            .map_err(meta_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<DirentRecord>> {
+        cairn_meta::dirent(&self.txn, self.view(), dir, name)
+            .await
+            .map_err(meta_err)
+    }
+
+    pub(crate) async fn put_entry(&mut self, dir: u64, name: &[u8], rec: DirentRecord) -> Result<()> {
+        let key = HeadKey::dirent(self.tree.tree, dir, name);
+        cairn_meta::put(&mut self.txn, &self.tree, &key, rec)
+            .await
+            .map_err(meta_err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_entry(&mut self, dir: u64, name: &[u8]) -> Result<()> {
+        let key = HeadKey::dirent(self.tree.tree, dir, name);
+        cairn_meta::delete::<DirentRecord>(&mut self.txn, &self.tree, &key)
+            .await
+            .map_err(meta_err)?;
+        Ok(())
+    }
+
+    /// Allocate an inode number (never reused, even if this op fails).
+    pub(crate) fn alloc_ino(&mut self) -> u64 {
+        let ino = self.w.next_ino;
+        self.w.next_ino += 1;
+        self.txn.put(meta_key(NEXT_INO_KEY), encode_u64(self.w.next_ino));
+        ino
+    }
+
+    pub(crate) fn count_inodes(&mut self, delta: i64) {
+        self.w.inodes = self.w.inodes.saturating_add_signed(delta);
+        self.txn.put(meta_key(INODES_KEY), encode_u64(self.w.inodes));
+    }
+
+    /// A new inode record owned by `creds`, in directory `parent_rec`.
+    pub(crate) fn new_record(&self, creds: &Creds, parent_rec: &InodeRecord, kind: FileKind, mode: u16) -> InodeRecord {
+        let mut mode = mode & 0o7777;
+        let gid = if parent_rec.mode & 0o2000 != 0 {
+            // BSD group semantics on setgid directories; subdirectories inherit it.
+            if kind == FileKind::Directory {
+                mode |= 0o2000;
+            }
+            parent_rec.gid
+        } else {
+            creds.gid
+        };
+        InodeRecord {
+            kind,
+            mode,
+            uid: creds.uid,
+            gid,
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            size: 0,
+            atime: self.now,
+            mtime: self.now,
+            ctime: self.now,
+            rdev: (0, 0),
+            parent: 0,
+            create_verifier: None,
+            inline: match kind {
+                FileKind::Regular => Some(Vec::new()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Drop one link to non-directory `ino`; free it when none remain.
+    pub(crate) async fn drop_link(&mut self, ino: u64, mut rec: InodeRecord) -> Result<()> {
+        rec.nlink = rec.nlink.saturating_sub(1);
+        rec.ctime = self.now;
+        if rec.nlink > 0 {
+            return self.put_inode(ino, rec).await;
+        }
+        self.free_inode(ino, &rec).await
+    }
+
+    /// Delete an inode record and all its extents.
+    pub(crate) async fn free_inode(&mut self, ino: u64, rec: &InodeRecord) -> Result<()> {
+        if rec.kind == FileKind::Regular && rec.inline.is_none() {
+            self.drop_extents_from(ino, 0).await?;
+        }
+        let key = self.ikey(ino);
+        cairn_meta::delete::<InodeRecord>(&mut self.txn, &self.tree, &key)
+            .await
+            .map_err(meta_err)?;
+        self.count_inodes(-1);
+        Ok(())
+    }
+
+    /// Delete every extent of `ino` with index >= `first`.
+    async fn drop_extents_from(&mut self, ino: u64, first: u64) -> Result<()> {
+        let extents = cairn_meta::list_extents(&self.txn, self.view(), ino, first, u64::MAX)
+            .await
+            .map_err(meta_err)?;
+        for (idx, _) in extents {
+            self.set_extent(ino, idx, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Point extent `idx` of `ino` at `data` (all zeros or `None`: a hole).
+    async fn set_extent(&mut self, ino: u64, idx: u64, data: Option<Bytes>) -> Result<()> {
+        let key = HeadKey::Extent {
+            tree: self.tree.tree,
+            ino,
+            idx,
+        };
+        let data = data.filter(|d| !d.is_empty() && !is_zero(d));
+        let retired = match data {
+            Some(d) => {
+                let len = d.len() as u32;
+                let hash = self.pending.put(d);
+                cairn_meta::put(&mut self.txn, &self.tree, &key, ExtentRecord { hash, len }).await
+            }
+            None => cairn_meta::delete::<ExtentRecord>(&mut self.txn, &self.tree, &key).await,
+        }
+        .map_err(meta_err)?;
+        if let Retired::Dropped(old) = retired {
+            self.pending.decref(old.hash);
+        }
+        Ok(())
+    }
+
+    /// The plaintext of extent `idx` of `ino` (empty for a hole).
+    async fn extent_data(&self, ino: u64, idx: u64) -> Result<Bytes> {
+        let key = HeadKey::Extent {
+            tree: self.tree.tree,
+            ino,
+            idx,
+        };
+        match cairn_meta::get::<ExtentRecord>(&self.txn, self.view(), &key)
+            .await
+            .map_err(meta_err)?
+        {
+            Some(e) => cairn_cas::read_chunk(&self.inner.kv, &e.hash, self.inner.chunk_size as usize)
+                .await
+                .map_err(cas_err),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// Move inline content into chunk 0 so the file can use extents.
+    async fn uninline(&mut self, ino: u64, rec: &mut InodeRecord) -> Result<()> {
+        if let Some(data) = rec.inline.take()
+            && !data.is_empty()
+        {
+            self.set_extent(ino, 0, Some(Bytes::from(data))).await?;
+        }
+        Ok(())
+    }
+
+    /// Write `data` at `offset` into regular file `ino` (record `rec`,
+    /// updated in place; the caller stores it).
+    pub(crate) async fn write_data(&mut self, ino: u64, rec: &mut InodeRecord, offset: u64, data: &[u8]) -> Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset + data.len() as u64;
+        let new_size = rec.size.max(end);
+        if let Some(inline) = &mut rec.inline {
+            if new_size <= INLINE_MAX as u64 {
+                if inline.len() < end as usize {
+                    inline.resize(end as usize, 0);
+                }
+                inline[offset as usize..end as usize].copy_from_slice(data);
+                rec.size = new_size;
+                return Ok(());
+            }
+        }
+        self.uninline(ino, rec).await?;
+        let cs = self.inner.chunk_size as u64;
+        let first = offset / cs;
+        let last = (end - 1) / cs;
+        for idx in first..=last {
+            let cstart = idx * cs;
+            let chunk_len = (new_size - cstart).min(cs) as usize;
+            let lo = (offset.max(cstart) - cstart) as usize;
+            let hi = (end.min(cstart + cs) - cstart) as usize;
+            let src = &data[(cstart + lo as u64 - offset) as usize..(cstart + hi as u64 - offset) as usize];
+            let buf = if lo == 0 && hi == chunk_len {
+                Bytes::copy_from_slice(src)
+            } else {
+                let old = self.extent_data(ino, idx).await?;
+                let mut buf = Vec::with_capacity(chunk_len);
+                buf.extend_from_slice(&old[..old.len().min(chunk_len)]);
+                buf.resize(chunk_len, 0);
+                buf[lo..hi].copy_from_slice(src);
+                Bytes::from(buf)
+            };
+            self.set_extent(ino, idx, Some(buf)).await?;
+        }
+        rec.size = new_size;
+        Ok(())
+    }
+
+    /// Truncate or extend regular file `ino` to `size`.
+    pub(crate) async fn set_size(&mut self, ino: u64, rec: &mut InodeRecord, size: u64) -> Result<()> {
+        if let Some(inline) = &mut rec.inline {
+            if size <= INLINE_MAX as u64 {
+                inline.resize(size as usize, 0);
+                rec.size = size;
+                return Ok(());
+            }
+            self.uninline(ino, rec).await?;
+            rec.size = size;
+            return Ok(());
+        }
+        if size == 0 {
+            self.drop_extents_from(ino, 0).await?;
+            rec.inline = Some(Vec::new());
+            rec.size = 0;
+            return Ok(());
+        }
+        if size < rec.size {
+            let cs = self.inner.chunk_size as u64;
+            let keep = size.div_ceil(cs);
+            self.drop_extents_from(ino, keep).await?;
+            let tail = (size % cs) as usize;
+            if tail != 0 {
+                let idx = size / cs;
+                let old = self.extent_data(ino, idx).await?;
+                if old.len() > tail {
+                    self.set_extent(ino, idx, Some(old.slice(..tail))).await?;
+                }
+            }
+        }
+        rec.size = size;
+        Ok(())
+    }
+}
+
+fn is_zero(d: &[u8]) -> bool {
+    let words = d.chunks_exact(8);
+    let rest = words.remainder();
+    words
+        .map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .all(|w| w == 0)
+        && rest.iter().all(|b| *b == 0)
+}
