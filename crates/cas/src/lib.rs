@@ -186,6 +186,11 @@ impl Pending {
         *self.deltas.entry(hash).or_default() += 1;
     }
 
+    /// Content staged in this set under `hash` (not yet in the store).
+    pub fn staged(&self, hash: &ChunkHash) -> Option<Bytes> {
+        self.staged.get(hash).cloned()
+    }
+
     /// Add a reference to a chunk that is already stored (a restore or clone
     /// copying an extent record).
     pub fn incref(&mut self, hash: ChunkHash) {

@@ -244,15 +244,19 @@ impl<'a> Op<'a> {
             ino,
             idx,
         };
-        match cairn_meta::get::<ExtentRecord>(&self.txn, self.view(), &key)
+        let Some(e) = cairn_meta::get::<ExtentRecord>(&self.txn, self.view(), &key)
             .await
             .map_err(meta_err)?
-        {
-            Some(e) => cairn_cas::read_chunk(&self.inner.kv, &e.hash, self.inner.chunk_size as usize)
-                .await
-                .map_err(cas_err),
-            None => Ok(Bytes::new()),
+        else {
+            return Ok(Bytes::new());
+        };
+        // A chunk staged earlier in this operation is not in the store yet.
+        if let Some(staged) = self.pending.staged(&e.hash) {
+            return Ok(staged);
         }
+        cairn_cas::read_chunk(&self.inner.kv, &e.hash, self.inner.chunk_size as usize)
+            .await
+            .map_err(cas_err)
     }
 
     /// Move inline content into chunk 0 so the file can use extents.

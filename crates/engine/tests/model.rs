@@ -1,0 +1,415 @@
+//! Model-based property test: random operation sequences run against the
+//! engine and an in-memory model must agree on every read, and fsck must be
+//! clean after every sequence.
+
+use std::collections::BTreeMap;
+
+use cairn_engine::{Engine, EngineOptions};
+use cairn_fs::{CreateHow, Creds, ErrorKind, FileKind, Filesystem, SetAttr};
+use proptest::prelude::*;
+
+/// The model: paths to nodes; hard links share a file id.
+#[derive(Debug, Clone, Default)]
+struct Model {
+    /// path -> node
+    entries: BTreeMap<String, Node>,
+    /// file id -> content
+    files: BTreeMap<u32, Vec<u8>>,
+    next_file: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    File(u32),
+    Dir,
+}
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const DIRS: [&str; 3] = ["", "x", "x/y"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create(usize, usize),
+    Mkdir(usize, usize),
+    Write { dir: usize, name: usize, offset: u32, len: u32, seed: u8 },
+    Truncate { dir: usize, name: usize, size: u32 },
+    Link { from: (usize, usize), to: (usize, usize) },
+    Rename { from: (usize, usize), to: (usize, usize) },
+    Remove(usize, usize),
+    Rmdir(usize, usize),
+    /// Make the `x` and `x/y` directories the other locations live in.
+    MkdirX,
+}
+
+fn path(dir: usize, name: usize) -> String {
+    if DIRS[dir].is_empty() {
+        NAMES[name].to_string()
+    } else {
+        format!("{}/{}", DIRS[dir], NAMES[name])
+    }
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    // Mostly the root, so sequences build on each other.
+    let loc = (prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)], 0..NAMES.len());
+    prop_oneof![
+        3 => loc.clone().prop_map(|(d, n)| Op::Create(d, n)),
+        1 => loc.clone().prop_map(|(d, n)| Op::Mkdir(d, n)),
+        2 => Just(Op::MkdirX),
+        5 => (loc.clone(), prop_oneof![0u32..5000, 0u32..300_000], prop_oneof![1u32..100, 1u32..150_000], any::<u8>())
+            .prop_map(|((dir, name), offset, len, seed)| Op::Write { dir, name, offset, len, seed }),
+        2 => (loc.clone(), prop_oneof![0u32..5000, 0u32..300_000]).prop_map(|((dir, name), size)| Op::Truncate { dir, name, size }),
+        2 => (loc.clone(), loc.clone()).prop_map(|(from, to)| Op::Link { from, to }),
+        2 => (loc.clone(), loc.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+        2 => loc.clone().prop_map(|(d, n)| Op::Remove(d, n)),
+        1 => loc.prop_map(|(d, n)| Op::Rmdir(d, n)),
+    ]
+}
+
+fn data(len: u32, seed: u8) -> Vec<u8> {
+    // Mix runs of zeros (holes, dedup) with noise.
+    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ seed as u64;
+    (0..len)
+        .map(|i| {
+            if seed % 3 == 0 && (i / 4096) % 2 == 0 {
+                return 0;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if seed % 5 == 0 { seed } else { x as u8 }
+        })
+        .collect()
+}
+
+fn parent(p: &str) -> &str {
+    p.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
+}
+
+impl Model {
+    fn dir_exists(&self, d: &str) -> bool {
+        d.is_empty() || self.entries.get(d) == Some(&Node::Dir)
+    }
+
+    fn has_children(&self, d: &str) -> bool {
+        let prefix = format!("{d}/");
+        self.entries.keys().any(|k| k.starts_with(&prefix))
+    }
+
+    /// Apply; returns the error kind the engine must report, if any.
+    fn apply(&mut self, op: &Op) -> Option<ErrorKind> {
+        match op {
+            Op::Create(d, n) => {
+                let p = path(*d, *n);
+                if !self.dir_exists(DIRS[*d]) {
+                    return Some(ErrorKind::NotFound);
+                }
+                if self.entries.contains_key(&p) {
+                    return Some(ErrorKind::Exists);
+                }
+                let id = self.next_file;
+                self.next_file += 1;
+                self.files.insert(id, Vec::new());
+                self.entries.insert(p, Node::File(id));
+                None
+            }
+            Op::MkdirX => {
+                for d in ["x", "x/y"] {
+                    match self.entries.get(d) {
+                        Some(Node::Dir) => {}
+                        Some(Node::File(_)) => return Some(ErrorKind::Exists),
+                        None => {
+                            if !self.dir_exists(parent(d)) {
+                                return Some(ErrorKind::NotFound);
+                            }
+                            self.entries.insert(d.to_string(), Node::Dir);
+                        }
+                    }
+                }
+                None
+            }
+            Op::Mkdir(d, n) => {
+                let p = path(*d, *n);
+                if !self.dir_exists(DIRS[*d]) {
+                    return Some(ErrorKind::NotFound);
+                }
+                if self.entries.contains_key(&p) {
+                    return Some(ErrorKind::Exists);
+                }
+                self.entries.insert(p, Node::Dir);
+                None
+            }
+            Op::Write { dir, name, offset, len, seed } => match self.entries.get(&path(*dir, *name)) {
+                Some(Node::File(id)) => {
+                    let f = self.files.get_mut(id).expect("file");
+                    let end = (*offset + *len) as usize;
+                    if f.len() < end {
+                        f.resize(end, 0);
+                    }
+                    f[*offset as usize..end].copy_from_slice(&data(*len, *seed));
+                    None
+                }
+                Some(Node::Dir) => Some(ErrorKind::IsDir),
+                None => Some(ErrorKind::NotFound),
+            },
+            Op::Truncate { dir, name, size } => match self.entries.get(&path(*dir, *name)) {
+                Some(Node::File(id)) => {
+                    self.files.get_mut(id).expect("file").resize(*size as usize, 0);
+                    None
+                }
+                Some(Node::Dir) => Some(ErrorKind::IsDir),
+                None => Some(ErrorKind::NotFound),
+            },
+            Op::Link { from, to } => {
+                let (src, dst) = (path(from.0, from.1), path(to.0, to.1));
+                match self.entries.get(&src).cloned() {
+                    None => Some(ErrorKind::NotFound),
+                    Some(_) if !self.dir_exists(DIRS[to.0]) => Some(ErrorKind::NotFound),
+                    Some(Node::Dir) => Some(ErrorKind::Permission),
+                    Some(Node::File(id)) => {
+                        if self.entries.contains_key(&dst) {
+                            return Some(ErrorKind::Exists);
+                        }
+                        self.entries.insert(dst, Node::File(id));
+                        None
+                    }
+                }
+            }
+            Op::Rename { from, to } => {
+                let (src, dst) = (path(from.0, from.1), path(to.0, to.1));
+                let Some(node) = self.entries.get(&src).cloned() else {
+                    return Some(ErrorKind::NotFound);
+                };
+                if !self.dir_exists(DIRS[to.0]) {
+                    return Some(ErrorKind::NotFound);
+                }
+                if src == dst {
+                    return None;
+                }
+                if node == Node::Dir && (dst.starts_with(&format!("{src}/"))) {
+                    return Some(ErrorKind::Invalid);
+                }
+                match (&node, self.entries.get(&dst)) {
+                    (Node::Dir, Some(Node::File(_))) => return Some(ErrorKind::NotDir),
+                    (Node::File(_), Some(Node::Dir)) => return Some(ErrorKind::IsDir),
+                    (Node::Dir, Some(Node::Dir)) if self.has_children(&dst) => {
+                        return Some(ErrorKind::NotEmpty);
+                    }
+                    (Node::File(a), Some(Node::File(b))) if a == b => return None,
+                    _ => {}
+                }
+                self.entries.remove(&dst);
+                let moved: Vec<(String, Node)> = self
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| **k == src || k.starts_with(&format!("{src}/")))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (k, v) in moved {
+                    self.entries.remove(&k);
+                    self.entries.insert(format!("{dst}{}", &k[src.len()..]), v);
+                }
+                self.gc();
+                None
+            }
+            Op::Remove(d, n) => match self.entries.get(&path(*d, *n)) {
+                Some(Node::File(_)) => {
+                    self.entries.remove(&path(*d, *n));
+                    self.gc();
+                    None
+                }
+                Some(Node::Dir) => Some(ErrorKind::IsDir),
+                None => Some(ErrorKind::NotFound),
+            },
+            Op::Rmdir(d, n) => {
+                let p = path(*d, *n);
+                match self.entries.get(&p) {
+                    Some(Node::Dir) if self.has_children(&p) => Some(ErrorKind::NotEmpty),
+                    Some(Node::Dir) => {
+                        self.entries.remove(&p);
+                        None
+                    }
+                    Some(Node::File(_)) => Some(ErrorKind::NotDir),
+                    None => Some(ErrorKind::NotFound),
+                }
+            }
+        }
+    }
+
+    fn gc(&mut self) {
+        let live: std::collections::BTreeSet<u32> = self
+            .entries
+            .values()
+            .filter_map(|n| if let Node::File(id) = n { Some(*id) } else { None })
+            .collect();
+        self.files.retain(|id, _| live.contains(id));
+    }
+}
+
+/// Resolve a model path in the engine; `Err(kind)` when a component is missing.
+async fn resolve(fs: &dyn Filesystem, p: &str) -> Result<u64, ErrorKind> {
+    let mut ino = fs.info().root;
+    if p.is_empty() {
+        return Ok(ino);
+    }
+    for part in p.split('/') {
+        ino = fs.lookup(&Creds::root(), ino, part.as_bytes()).await.map_err(|e| e.kind)?.ino;
+    }
+    Ok(ino)
+}
+
+async fn run_engine(fs: &dyn Filesystem, op: &Op) -> Option<ErrorKind> {
+    let root = Creds::root();
+    let loc = |d: usize| async move { resolve(fs, DIRS[d]).await };
+    let r: Result<(), ErrorKind> = async {
+        match op {
+            Op::Create(d, n) => {
+                let dir = loc(*d).await?;
+                fs.create(&root, dir, NAMES[*n].as_bytes(), CreateHow::Guarded, &SetAttr::default()).await.map(drop).map_err(|e| e.kind)
+            }
+            Op::MkdirX => {
+                let mut dir = fs.info().root;
+                for name in ["x", "y"] {
+                    dir = match fs.lookup(&root, dir, name.as_bytes()).await {
+                        Ok(a) if a.kind == FileKind::Directory => a.ino,
+                        Ok(_) => return Err(ErrorKind::Exists),
+                        Err(e) if e.kind == ErrorKind::NotFound => {
+                            fs.mkdir(&root, dir, name.as_bytes(), &SetAttr::default()).await.map_err(|e| e.kind)?.ino
+                        }
+                        Err(e) => return Err(e.kind),
+                    };
+                }
+                Ok(())
+            }
+            Op::Mkdir(d, n) => {
+                let dir = loc(*d).await?;
+                fs.mkdir(&root, dir, NAMES[*n].as_bytes(), &SetAttr::default()).await.map(drop).map_err(|e| e.kind)
+            }
+            Op::Write { dir, name, offset, len, seed } => {
+                let ino = resolve(fs, &path(*dir, *name)).await?;
+                fs.write(&root, ino, *offset as u64, &data(*len, *seed)).await.map(drop).map_err(|e| e.kind)
+            }
+            Op::Truncate { dir, name, size } => {
+                let ino = resolve(fs, &path(*dir, *name)).await?;
+                let attrs = SetAttr { size: Some(*size as u64), ..Default::default() };
+                fs.setattr(&root, ino, &attrs, None).await.map(drop).map_err(|e| e.kind)
+            }
+            Op::Link { from, to } => {
+                let ino = resolve(fs, &path(from.0, from.1)).await?;
+                let dir = loc(to.0).await?;
+                fs.link(&root, ino, dir, NAMES[to.1].as_bytes()).await.map(drop).map_err(|e| e.kind)
+            }
+            Op::Rename { from, to } => {
+                let fdir = loc(from.0).await?;
+                // The model reports a missing source before a missing target dir.
+                fs.lookup(&root, fdir, NAMES[from.1].as_bytes()).await.map_err(|e| e.kind)?;
+                let tdir = loc(to.0).await?;
+                fs.rename(&root, fdir, NAMES[from.1].as_bytes(), tdir, NAMES[to.1].as_bytes()).await.map_err(|e| e.kind)
+            }
+            Op::Remove(d, n) => {
+                let dir = loc(*d).await?;
+                fs.remove(&root, dir, NAMES[*n].as_bytes()).await.map_err(|e| e.kind)
+            }
+            Op::Rmdir(d, n) => {
+                let dir = loc(*d).await?;
+                fs.rmdir(&root, dir, NAMES[*n].as_bytes()).await.map_err(|e| e.kind)
+            }
+        }
+    }
+    .await;
+    r.err()
+}
+
+/// Compare every path, kind, content and link count.
+async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
+    let root = Creds::root();
+    // Walk the engine tree.
+    let mut seen = BTreeMap::new();
+    let mut stack = vec![(String::new(), fs.info().root)];
+    while let Some((p, ino)) = stack.pop() {
+        let mut cookie = 0;
+        loop {
+            let page = fs.readdir(&root, ino, cookie, 0, 3).await.map_err(|e| format!("readdir {p:?}: {e}"))?;
+            for e in &page.entries {
+                let name = String::from_utf8_lossy(&e.name).into_owned();
+                let child = if p.is_empty() { name } else { format!("{p}/{name}") };
+                if e.kind == FileKind::Directory {
+                    stack.push((child.clone(), e.ino));
+                }
+                seen.insert(child, (e.ino, e.kind));
+                cookie = e.cookie;
+            }
+            if page.eof {
+                break;
+            }
+        }
+    }
+    let want: Vec<&String> = model.entries.keys().collect();
+    let got: Vec<&String> = seen.keys().collect();
+    if want != got {
+        return Err(format!("tree differs:\n model:  {want:?}\n engine: {got:?}"));
+    }
+    for (p, node) in &model.entries {
+        let (ino, kind) = seen[p];
+        match node {
+            Node::Dir => {
+                if kind != FileKind::Directory {
+                    return Err(format!("{p}: engine has {kind:?}, model a directory"));
+                }
+            }
+            Node::File(id) => {
+                let content = &model.files[id];
+                let attr = fs.getattr(ino).await.map_err(|e| format!("getattr {p}: {e}"))?;
+                if attr.size != content.len() as u64 {
+                    return Err(format!("{p}: size {} vs model {}", attr.size, content.len()));
+                }
+                let links = model.entries.values().filter(|n| *n == node).count() as u32;
+                if attr.nlink != links {
+                    return Err(format!("{p}: nlink {} vs model {links}", attr.nlink));
+                }
+                let (got, _) = fs.read(&root, ino, 0, content.len() as u32 + 10).await.map_err(|e| format!("read {p}: {e}"))?;
+                if got.as_ref() != content.as_slice() {
+                    let at = got.iter().zip(content).position(|(a, b)| a != b);
+                    return Err(format!("{p}: content differs (len {} vs {}, first difference at {at:?})", got.len(), content.len()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::open("memory://", EngineOptions { chunk_size, ..Default::default() })
+            .await
+            .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
+        let fs = engine.root_dataset();
+        let mut model = Model::default();
+        for (i, op) in ops.iter().enumerate() {
+            let want = model.apply(op);
+            let got = run_engine(&fs, op).await;
+            prop_assert_eq!(got, want, "step {} {:?}: engine and model disagree", i, op);
+            if let Err(e) = compare(&fs, &model).await {
+                return Err(TestCaseError::fail(format!("after step {i} {op:?}: {e}")));
+            }
+        }
+        let report = engine.fsck().await.map_err(|e| TestCaseError::fail(format!("fsck: {e}")))?;
+        prop_assert!(report.is_clean(), "fsck after {} ops:\n{}", ops.len(), report);
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_model(ops in proptest::collection::vec(arb_op(), 1..60)) {
+        check_sequence(ops, 64 * 1024)?;
+    }
+
+    #[test]
+    fn engine_matches_model_small_chunks(ops in proptest::collection::vec(arb_op(), 1..40)) {
+        check_sequence(ops, 4096)?;
+    }
+}
