@@ -1,1 +1,62 @@
-fn main() {}
+//! Developer workflows: `cargo xtask ci | test | bench`.
+//!
+//! `ci` is what `.ci/run` calls: format check, clippy with warnings as
+//! errors, then the whole test suite (nextest when installed, else cargo test).
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn test() -> anyhow::Result<()> {
+    if has_nextest() {
+        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+        // nextest does not run doctests.
+        run(cargo().args(["test", "--workspace", "--doc"]))
+    } else {
+        run(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("ci") => {
+            run(cargo().args(["fmt", "--all", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            test()
+        }
+        Some("test") => test(),
+        Some("bench") => run(cargo()
+            .args(["bench", "-p", "cairn-engine"])
+            .args(&args[1..])),
+        _ => bail!("usage: cargo xtask <ci|test|bench [criterion args]>"),
+    }
+}

@@ -78,7 +78,10 @@ pub fn decode_chunk(hash: &ChunkHash, stored: &[u8], max_len: usize) -> Result<B
             }
             let declared = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
             if declared as usize > max_len {
-                return Err(corrupt(hash, format!("declared length {declared} exceeds {max_len}")));
+                return Err(corrupt(
+                    hash,
+                    format!("declared length {declared} exceeds {max_len}"),
+                ));
             }
             Bytes::from(
                 lz4_flex::decompress_size_prepended(payload)
@@ -281,7 +284,9 @@ impl Pending {
 /// Plaintext length of a stored chunk without decompressing it.
 fn chunk_plain_len(stored: &[u8]) -> u64 {
     match stored.split_first() {
-        Some((&CODEC_LZ4, p)) if p.len() >= 4 => u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64,
+        Some((&CODEC_LZ4, p)) if p.len() >= 4 => {
+            u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64
+        }
         Some((_, p)) => p.len() as u64,
         None => 0,
     }
@@ -333,15 +338,25 @@ mod tests {
         let h = ChunkHash::of(&data);
         let stored = encode_chunk(&data);
         assert!(stored.len() < data.len(), "repetitive data compresses");
-        assert_eq!(decode_chunk(&h, &stored, 65536).ok().as_deref(), Some(&data[..]));
+        assert_eq!(
+            decode_chunk(&h, &stored, 65536).ok().as_deref(),
+            Some(&data[..])
+        );
         let mut bad = stored.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(decode_chunk(&h, &bad, 65536).is_err(), "flipped bit detected");
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        assert!(
+            decode_chunk(&h, &bad, 65536).is_err(),
+            "flipped bit detected"
+        );
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let stored = encode_chunk(&random);
         assert_eq!(
-            decode_chunk(&ChunkHash::of(&random), &stored, 65536).ok().as_deref(),
+            decode_chunk(&ChunkHash::of(&random), &stored, 65536)
+                .ok()
+                .as_deref(),
             Some(&random[..])
         );
     }
@@ -366,7 +381,10 @@ mod tests {
         p.apply(&mut t).await?;
         t.commit().await?;
         assert_eq!(refcount(&kv, &h).await?, 0);
-        assert!(read_chunk(&kv, &h, 65536).await.is_err(), "chunk deleted at zero");
+        assert!(
+            read_chunk(&kv, &h, 65536).await.is_err(),
+            "chunk deleted at zero"
+        );
         assert_eq!(stats(&kv).await?, ChunkStats::default());
 
         let mut p = Pending::new();

@@ -14,8 +14,8 @@ use cairn_meta::View;
 
 use crate::ops::{Op, Result, err, is_dot, show, validate_name};
 use crate::{
-    Inner, REPORTED_CAPACITY_BYTES, REPORTED_CAPACITY_FILES, ROOT_INO, cas_err,
-    kv_err, meta_err, perm,
+    Inner, REPORTED_CAPACITY_BYTES, REPORTED_CAPACITY_FILES, ROOT_INO, cas_err, kv_err, meta_err,
+    perm,
 };
 
 /// A filesystem view of one dataset: the live head (writable) or a snapshot
@@ -40,7 +40,10 @@ impl DatasetFs {
 
     fn check_writable(&self) -> Result<()> {
         if self.read_only() {
-            return Err(err(ErrorKind::ReadOnly, "this view is a read-only snapshot"));
+            return Err(err(
+                ErrorKind::ReadOnly,
+                "this view is a read-only snapshot",
+            ));
         }
         Ok(())
     }
@@ -91,11 +94,22 @@ impl DatasetFs {
         validate_name(name)?;
         let drec = op.dir(dir).await?;
         if is_dot(name) {
-            return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+            return Err(err(
+                ErrorKind::Exists,
+                format!("{:?} already exists", show(name)),
+            ));
         }
-        perm::check(creds, &drec, access::WRITE | access::EXECUTE, "add entries to this directory")?;
+        perm::check(
+            creds,
+            &drec,
+            access::WRITE | access::EXECUTE,
+            "add entries to this directory",
+        )?;
         if op.entry(dir, name).await?.is_some() {
-            return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+            return Err(err(
+                ErrorKind::Exists,
+                format!("{:?} already exists", show(name)),
+            ));
         }
         Ok(drec)
     }
@@ -113,7 +127,15 @@ impl DatasetFs {
             rec.parent = dir;
             drec.nlink += 1;
         }
-        op.put_entry(dir, name, DirentRecord { ino, kind: rec.kind }).await?;
+        op.put_entry(
+            dir,
+            name,
+            DirentRecord {
+                ino,
+                kind: rec.kind,
+            },
+        )
+        .await?;
         drec.mtime = op.now;
         drec.ctime = op.now;
         op.put_inode(dir, drec).await?;
@@ -156,7 +178,10 @@ impl DatasetFs {
             }
             dir = op.dir(dir).await?.parent;
         }
-        Err(err(ErrorKind::Corrupt, "directory parent chain has a cycle"))
+        Err(err(
+            ErrorKind::Corrupt,
+            "directory parent chain has a cycle",
+        ))
     }
 
     async fn is_empty_dir(op: &Op<'_>, view: View, dir: u64) -> Result<bool> {
@@ -186,7 +211,10 @@ impl Filesystem for DatasetFs {
     async fn lookup(&self, creds: &Creds, dir: InodeId, name: &[u8]) -> Result<Attr> {
         let drec = self.inode(dir).await?;
         if drec.kind != FileKind::Directory {
-            return Err(err(ErrorKind::NotDir, format!("inode {dir} is not a directory")));
+            return Err(err(
+                ErrorKind::NotDir,
+                format!("inode {dir} is not a directory"),
+            ));
         }
         perm::check(creds, &drec, access::EXECUTE, "search this directory")?;
         if name == b"." {
@@ -238,7 +266,10 @@ impl Filesystem for DatasetFs {
         if let Some(g) = guard
             && g != rec.ctime
         {
-            return Err(err(ErrorKind::NotSync, "guard ctime does not match the inode's ctime"));
+            return Err(err(
+                ErrorKind::NotSync,
+                "guard ctime does not match the inode's ctime",
+            ));
         }
         let owner = perm::owns(creds, &rec);
         let mut changed = false;
@@ -246,7 +277,10 @@ impl Filesystem for DatasetFs {
             && uid != rec.uid
         {
             if creds.uid != 0 {
-                return Err(err(ErrorKind::Permission, "only root may change a file's owner"));
+                return Err(err(
+                    ErrorKind::Permission,
+                    "only root may change a file's owner",
+                ));
             }
             rec.uid = uid;
             changed = true;
@@ -263,7 +297,10 @@ impl Filesystem for DatasetFs {
             rec.gid = gid;
             changed = true;
         }
-        if (attrs.uid.is_some() || attrs.gid.is_some()) && rec.kind != FileKind::Directory && attrs.mode.is_none() {
+        if (attrs.uid.is_some() || attrs.gid.is_some())
+            && rec.kind != FileKind::Directory
+            && attrs.mode.is_none()
+        {
             // chown clears setuid, and setgid when group-executable (Linux).
             let mut clear = 0o4000;
             if rec.mode & 0o010 != 0 {
@@ -276,7 +313,10 @@ impl Filesystem for DatasetFs {
         }
         if let Some(mode) = attrs.mode {
             if !owner {
-                return Err(err(ErrorKind::Permission, "only the owner or root may change the mode"));
+                return Err(err(
+                    ErrorKind::Permission,
+                    "only the owner or root may change the mode",
+                ));
             }
             let mut mode = mode & 0o7777;
             if creds.uid != 0 && rec.kind != FileKind::Directory && !creds.in_group(rec.gid) {
@@ -288,11 +328,21 @@ impl Filesystem for DatasetFs {
         if let Some(size) = attrs.size {
             match rec.kind {
                 FileKind::Regular => {}
-                FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot set the size of a directory")),
-                _ => return Err(err(ErrorKind::Invalid, "only regular files have a settable size")),
+                FileKind::Directory => {
+                    return Err(err(ErrorKind::IsDir, "cannot set the size of a directory"));
+                }
+                _ => {
+                    return Err(err(
+                        ErrorKind::Invalid,
+                        "only regular files have a settable size",
+                    ));
+                }
             }
             if size > MAX_FILE_SIZE {
-                return Err(err(ErrorKind::FileTooBig, format!("size {size} exceeds the maximum {MAX_FILE_SIZE}")));
+                return Err(err(
+                    ErrorKind::FileTooBig,
+                    format!("size {size} exceeds the maximum {MAX_FILE_SIZE}"),
+                ));
             }
             perm::check_data(creds, &rec, access::WRITE, "truncate this file")?;
             op.set_size(ino, &mut rec, size).await?;
@@ -310,7 +360,10 @@ impl Filesystem for DatasetFs {
                 }
                 SetTime::At(t) => {
                     if !owner {
-                        return Err(err(ErrorKind::Permission, "only the owner or root may set explicit times"));
+                        return Err(err(
+                            ErrorKind::Permission,
+                            "only the owner or root may set explicit times",
+                        ));
                     }
                     t
                 }
@@ -330,7 +383,13 @@ impl Filesystem for DatasetFs {
         Ok(self.attr(ino, &rec))
     }
 
-    async fn read(&self, creds: &Creds, ino: InodeId, offset: u64, count: u32) -> Result<(Bytes, bool)> {
+    async fn read(
+        &self,
+        creds: &Creds,
+        ino: InodeId,
+        offset: u64,
+        count: u32,
+    ) -> Result<(Bytes, bool)> {
         let rec = self.inode(ino).await?;
         match rec.kind {
             FileKind::Regular => {}
@@ -344,7 +403,10 @@ impl Filesystem for DatasetFs {
         let end = rec.size.min(offset + count as u64);
         let eof = end == rec.size;
         if let Some(inline) = &rec.inline {
-            return Ok((Bytes::copy_from_slice(&inline[offset as usize..end as usize]), eof));
+            return Ok((
+                Bytes::copy_from_slice(&inline[offset as usize..end as usize]),
+                eof,
+            ));
         }
         let cs = self.inner.chunk_size as u64;
         let first = offset / cs;
@@ -356,7 +418,9 @@ impl Filesystem for DatasetFs {
         let kv = &self.inner.kv;
         let max = self.inner.chunk_size as usize;
         let chunks = futures::future::try_join_all(extents.iter().map(|(idx, e)| async move {
-            cairn_cas::read_chunk(kv, &e.hash, max).await.map(|d| (*idx, d))
+            cairn_cas::read_chunk(kv, &e.hash, max)
+                .await
+                .map(|d| (*idx, d))
         }))
         .await
         .map_err(cas_err)?;
@@ -383,11 +447,16 @@ impl Filesystem for DatasetFs {
             _ => return Err(err(ErrorKind::Invalid, "only regular files can be written")),
         }
         perm::check_data(creds, &rec, access::WRITE, "write this file")?;
-        let end = offset.checked_add(data.len() as u64).filter(|e| *e <= MAX_FILE_SIZE);
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= MAX_FILE_SIZE);
         if end.is_none() {
             return Err(err(
                 ErrorKind::FileTooBig,
-                format!("writing {} bytes at {offset} exceeds the maximum file size {MAX_FILE_SIZE}", data.len()),
+                format!(
+                    "writing {} bytes at {offset} exceeds the maximum file size {MAX_FILE_SIZE}",
+                    data.len()
+                ),
             ));
         }
         if data.is_empty() {
@@ -405,30 +474,49 @@ impl Filesystem for DatasetFs {
         Ok(self.attr(ino, &rec))
     }
 
-    async fn create(&self, creds: &Creds, dir: InodeId, name: &[u8], how: CreateHow, attrs: &SetAttr) -> Result<Attr> {
+    async fn create(
+        &self,
+        creds: &Creds,
+        dir: InodeId,
+        name: &[u8],
+        how: CreateHow,
+        attrs: &SetAttr,
+    ) -> Result<Attr> {
         let mut w = self.begin().await?;
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
         validate_name(name)?;
         let drec = op.dir(dir).await?;
         if is_dot(name) {
-            return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+            return Err(err(
+                ErrorKind::Exists,
+                format!("{:?} already exists", show(name)),
+            ));
         }
         perm::check(creds, &drec, access::EXECUTE, "search this directory")?;
         if let Some(existing) = op.entry(dir, name).await? {
             let mut rec = op.inode(existing.ino).await?;
             match how {
                 CreateHow::Guarded => {
-                    return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+                    return Err(err(
+                        ErrorKind::Exists,
+                        format!("{:?} already exists", show(name)),
+                    ));
                 }
                 CreateHow::Exclusive(v) => {
                     if rec.kind == FileKind::Regular && rec.create_verifier == Some(v) {
                         return Ok(self.attr(existing.ino, &rec));
                     }
-                    return Err(err(ErrorKind::Exists, format!("{:?} already exists", show(name))));
+                    return Err(err(
+                        ErrorKind::Exists,
+                        format!("{:?} already exists", show(name)),
+                    ));
                 }
                 CreateHow::Unchecked => {
                     if rec.kind != FileKind::Regular {
-                        return Err(err(ErrorKind::Exists, format!("{:?} exists and is not a regular file", show(name))));
+                        return Err(err(
+                            ErrorKind::Exists,
+                            format!("{:?} exists and is not a regular file", show(name)),
+                        ));
                     }
                     if let Some(size) = attrs.size {
                         perm::check_data(creds, &rec, access::WRITE, "truncate this file")?;
@@ -450,7 +538,10 @@ impl Filesystem for DatasetFs {
         }
         let size = attrs.size.unwrap_or(0);
         if size > MAX_FILE_SIZE {
-            return Err(err(ErrorKind::FileTooBig, format!("size {size} exceeds the maximum")));
+            return Err(err(
+                ErrorKind::FileTooBig,
+                format!("size {size} exceeds the maximum"),
+            ));
         }
         let ino = Self::finish_new(&mut op, dir, drec, name, rec.clone()).await?;
         if size > 0 {
@@ -461,14 +552,28 @@ impl Filesystem for DatasetFs {
         Ok(self.attr(ino, &rec))
     }
 
-    async fn mkdir(&self, creds: &Creds, dir: InodeId, name: &[u8], attrs: &SetAttr) -> Result<Attr> {
+    async fn mkdir(
+        &self,
+        creds: &Creds,
+        dir: InodeId,
+        name: &[u8],
+        attrs: &SetAttr,
+    ) -> Result<Attr> {
         let mut w = self.begin().await?;
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
         let drec = Self::prepare_new(&op, creds, dir, name).await?;
         if drec.nlink >= LINK_MAX {
-            return Err(err(ErrorKind::TooManyLinks, "the directory has too many subdirectories"));
+            return Err(err(
+                ErrorKind::TooManyLinks,
+                "the directory has too many subdirectories",
+            ));
         }
-        let mut rec = op.new_record(creds, &drec, FileKind::Directory, attrs.mode.unwrap_or(0o755));
+        let mut rec = op.new_record(
+            creds,
+            &drec,
+            FileKind::Directory,
+            attrs.mode.unwrap_or(0o755),
+        );
         Self::initial_attrs(creds, &mut rec, attrs, op.now);
         rec.parent = dir;
         let ino = Self::finish_new(&mut op, dir, drec, name, rec.clone()).await?;
@@ -476,7 +581,14 @@ impl Filesystem for DatasetFs {
         Ok(self.attr(ino, &rec))
     }
 
-    async fn mknod(&self, creds: &Creds, dir: InodeId, name: &[u8], kind: SpecialKind, attrs: &SetAttr) -> Result<Attr> {
+    async fn mknod(
+        &self,
+        creds: &Creds,
+        dir: InodeId,
+        name: &[u8],
+        kind: SpecialKind,
+        attrs: &SetAttr,
+    ) -> Result<Attr> {
         let mut w = self.begin().await?;
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
         let drec = Self::prepare_new(&op, creds, dir, name).await?;
@@ -487,7 +599,10 @@ impl Filesystem for DatasetFs {
             SpecialKind::Block(a, b) => (FileKind::BlockDevice, (a, b)),
         };
         if matches!(fk, FileKind::CharDevice | FileKind::BlockDevice) && creds.uid != 0 {
-            return Err(err(ErrorKind::Permission, "only root may create device nodes"));
+            return Err(err(
+                ErrorKind::Permission,
+                "only root may create device nodes",
+            ));
         }
         let mut rec = op.new_record(creds, &drec, fk, attrs.mode.unwrap_or(0o644));
         Self::initial_attrs(creds, &mut rec, attrs, op.now);
@@ -497,14 +612,27 @@ impl Filesystem for DatasetFs {
         Ok(self.attr(ino, &rec))
     }
 
-    async fn symlink(&self, creds: &Creds, dir: InodeId, name: &[u8], target: &[u8], attrs: &SetAttr) -> Result<Attr> {
+    async fn symlink(
+        &self,
+        creds: &Creds,
+        dir: InodeId,
+        name: &[u8],
+        target: &[u8],
+        attrs: &SetAttr,
+    ) -> Result<Attr> {
         let mut w = self.begin().await?;
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
         if target.is_empty() {
             return Err(err(ErrorKind::Invalid, "symlink target is empty"));
         }
         if target.len() > PATH_MAX {
-            return Err(err(ErrorKind::NameTooLong, format!("symlink target is {} bytes; the limit is {PATH_MAX}", target.len())));
+            return Err(err(
+                ErrorKind::NameTooLong,
+                format!(
+                    "symlink target is {} bytes; the limit is {PATH_MAX}",
+                    target.len()
+                ),
+            ));
         }
         if target.contains(&0) {
             return Err(err(ErrorKind::Invalid, "symlink target contains NUL"));
@@ -523,7 +651,10 @@ impl Filesystem for DatasetFs {
         let rec = self.inode(ino).await?;
         match (rec.kind, rec.inline) {
             (FileKind::Symlink, Some(t)) => Ok(Bytes::from(t)),
-            _ => Err(err(ErrorKind::Invalid, format!("inode {ino} is not a symlink"))),
+            _ => Err(err(
+                ErrorKind::Invalid,
+                format!("inode {ino} is not a symlink"),
+            )),
         }
     }
 
@@ -532,15 +663,29 @@ impl Filesystem for DatasetFs {
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
         let mut rec = op.inode(ino).await?;
         if rec.kind == FileKind::Directory {
-            return Err(err(ErrorKind::Permission, "directories cannot be hard-linked"));
+            return Err(err(
+                ErrorKind::Permission,
+                "directories cannot be hard-linked",
+            ));
         }
         let drec = Self::prepare_new(&op, creds, dir, name).await?;
         if rec.nlink >= LINK_MAX {
-            return Err(err(ErrorKind::TooManyLinks, format!("inode {ino} already has {} links", rec.nlink)));
+            return Err(err(
+                ErrorKind::TooManyLinks,
+                format!("inode {ino} already has {} links", rec.nlink),
+            ));
         }
         rec.nlink += 1;
         rec.ctime = op.now;
-        op.put_entry(dir, name, DirentRecord { ino, kind: rec.kind }).await?;
+        op.put_entry(
+            dir,
+            name,
+            DirentRecord {
+                ino,
+                kind: rec.kind,
+            },
+        )
+        .await?;
         let mut drec = drec;
         drec.mtime = op.now;
         drec.ctime = op.now;
@@ -556,16 +701,27 @@ impl Filesystem for DatasetFs {
         validate_name(name)?;
         let mut drec = op.dir(dir).await?;
         if is_dot(name) {
-            return Err(err(ErrorKind::Invalid, format!("cannot remove {:?}", show(name))));
+            return Err(err(
+                ErrorKind::Invalid,
+                format!("cannot remove {:?}", show(name)),
+            ));
         }
-        perm::check(creds, &drec, access::WRITE | access::EXECUTE, "remove entries from this directory")?;
+        perm::check(
+            creds,
+            &drec,
+            access::WRITE | access::EXECUTE,
+            "remove entries from this directory",
+        )?;
         let entry = op
             .entry(dir, name)
             .await?
             .ok_or_else(|| err(ErrorKind::NotFound, format!("{:?} not found", show(name))))?;
         let rec = op.inode(entry.ino).await?;
         if rec.kind == FileKind::Directory {
-            return Err(err(ErrorKind::IsDir, format!("{:?} is a directory", show(name))));
+            return Err(err(
+                ErrorKind::IsDir,
+                format!("{:?} is a directory", show(name)),
+            ));
         }
         perm::check_sticky(creds, &drec, &rec)?;
         op.delete_entry(dir, name).await?;
@@ -587,18 +743,29 @@ impl Filesystem for DatasetFs {
         if name == b".." {
             return Err(err(ErrorKind::NotEmpty, "cannot remove \"..\""));
         }
-        perm::check(creds, &drec, access::WRITE | access::EXECUTE, "remove entries from this directory")?;
+        perm::check(
+            creds,
+            &drec,
+            access::WRITE | access::EXECUTE,
+            "remove entries from this directory",
+        )?;
         let entry = op
             .entry(dir, name)
             .await?
             .ok_or_else(|| err(ErrorKind::NotFound, format!("{:?} not found", show(name))))?;
         let rec = op.inode(entry.ino).await?;
         if rec.kind != FileKind::Directory {
-            return Err(err(ErrorKind::NotDir, format!("{:?} is not a directory", show(name))));
+            return Err(err(
+                ErrorKind::NotDir,
+                format!("{:?} is not a directory", show(name)),
+            ));
         }
         perm::check_sticky(creds, &drec, &rec)?;
         if !Self::is_empty_dir(&op, self.view, entry.ino).await? {
-            return Err(err(ErrorKind::NotEmpty, format!("directory {:?} is not empty", show(name))));
+            return Err(err(
+                ErrorKind::NotEmpty,
+                format!("directory {:?} is not empty", show(name)),
+            ));
         }
         op.delete_entry(dir, name).await?;
         op.free_inode(entry.ino, &rec).await?;
@@ -609,7 +776,14 @@ impl Filesystem for DatasetFs {
         op.commit().await
     }
 
-    async fn rename(&self, creds: &Creds, from_dir: InodeId, from: &[u8], to_dir: InodeId, to: &[u8]) -> Result<()> {
+    async fn rename(
+        &self,
+        creds: &Creds,
+        from_dir: InodeId,
+        from: &[u8],
+        to_dir: InodeId,
+        to: &[u8],
+    ) -> Result<()> {
         let mut w = self.begin().await?;
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
         validate_name(from)?;
@@ -619,8 +793,18 @@ impl Filesystem for DatasetFs {
         if is_dot(from) || is_dot(to) {
             return Err(err(ErrorKind::Invalid, "cannot rename \".\" or \"..\""));
         }
-        perm::check(creds, &fdrec, access::WRITE | access::EXECUTE, "remove entries from the source directory")?;
-        perm::check(creds, &tdrec, access::WRITE | access::EXECUTE, "add entries to the target directory")?;
+        perm::check(
+            creds,
+            &fdrec,
+            access::WRITE | access::EXECUTE,
+            "remove entries from the source directory",
+        )?;
+        perm::check(
+            creds,
+            &tdrec,
+            access::WRITE | access::EXECUTE,
+            "add entries to the target directory",
+        )?;
         let src = op
             .entry(from_dir, from)
             .await?
@@ -632,7 +816,10 @@ impl Filesystem for DatasetFs {
         perm::check_sticky(creds, &fdrec, &srec)?;
         let is_dir = srec.kind == FileKind::Directory;
         if is_dir && to_dir != from_dir && Self::is_ancestor(&op, src.ino, to_dir).await? {
-            return Err(err(ErrorKind::Invalid, "cannot move a directory into its own subtree"));
+            return Err(err(
+                ErrorKind::Invalid,
+                "cannot move a directory into its own subtree",
+            ));
         }
         if is_dir && to_dir != from_dir && creds.uid != 0 && creds.uid != srec.uid {
             // Moving a directory rewrites its "..": needs write on it (Linux).
@@ -646,11 +833,24 @@ impl Filesystem for DatasetFs {
             let drec = op.inode(dst.ino).await?;
             perm::check_sticky(creds, &tdrec, &drec)?;
             match (is_dir, drec.kind == FileKind::Directory) {
-                (true, false) => return Err(err(ErrorKind::NotDir, format!("{:?} is not a directory", show(to)))),
-                (false, true) => return Err(err(ErrorKind::IsDir, format!("{:?} is a directory", show(to)))),
+                (true, false) => {
+                    return Err(err(
+                        ErrorKind::NotDir,
+                        format!("{:?} is not a directory", show(to)),
+                    ));
+                }
+                (false, true) => {
+                    return Err(err(
+                        ErrorKind::IsDir,
+                        format!("{:?} is a directory", show(to)),
+                    ));
+                }
                 (true, true) => {
                     if !Self::is_empty_dir(&op, self.view, dst.ino).await? {
-                        return Err(err(ErrorKind::NotEmpty, format!("directory {:?} is not empty", show(to))));
+                        return Err(err(
+                            ErrorKind::NotEmpty,
+                            format!("directory {:?} is not empty", show(to)),
+                        ));
                     }
                     op.free_inode(dst.ino, &drec).await?;
                     replaced_dir = true;
@@ -659,7 +859,15 @@ impl Filesystem for DatasetFs {
             }
         }
         op.delete_entry(from_dir, from).await?;
-        op.put_entry(to_dir, to, DirentRecord { ino: src.ino, kind: srec.kind }).await?;
+        op.put_entry(
+            to_dir,
+            to,
+            DirentRecord {
+                ino: src.ino,
+                kind: srec.kind,
+            },
+        )
+        .await?;
         srec.ctime = op.now;
         if is_dir {
             srec.parent = to_dir;
@@ -691,20 +899,34 @@ impl Filesystem for DatasetFs {
         op.commit().await
     }
 
-    async fn readdir(&self, creds: &Creds, dir: InodeId, cookie: u64, verifier: u64, max_entries: usize) -> Result<DirPage> {
+    async fn readdir(
+        &self,
+        creds: &Creds,
+        dir: InodeId,
+        cookie: u64,
+        verifier: u64,
+        max_entries: usize,
+    ) -> Result<DirPage> {
         let drec = self.inode(dir).await?;
         if drec.kind != FileKind::Directory {
-            return Err(err(ErrorKind::NotDir, format!("inode {dir} is not a directory")));
+            return Err(err(
+                ErrorKind::NotDir,
+                format!("inode {dir} is not a directory"),
+            ));
         }
         perm::check(creds, &drec, access::READ, "list this directory")?;
         let expected = self.inner.store_id;
         if cookie != 0 && verifier != 0 && verifier != expected {
-            return Err(err(ErrorKind::BadCookie, "readdir verifier is from another store"));
+            return Err(err(
+                ErrorKind::BadCookie,
+                "readdir verifier is from another store",
+            ));
         }
         let t = self.inner.kv.txn();
-        let (entries, eof) = cairn_meta::list_dirents(&t, self.view, dir, cookie, max_entries.clamp(1, 4096))
-            .await
-            .map_err(meta_err)?;
+        let (entries, eof) =
+            cairn_meta::list_dirents(&t, self.view, dir, cookie, max_entries.clamp(1, 4096))
+                .await
+                .map_err(meta_err)?;
         Ok(DirPage {
             entries: entries
                 .into_iter()

@@ -18,7 +18,9 @@ mod perm;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cairn_codec::{FileKind, HeadKey, InodeRecord, Key, Timestamp, Versioned, decode_u64, encode_u64};
+use cairn_codec::{
+    FileKind, HeadKey, InodeRecord, Key, Timestamp, Versioned, decode_u64, encode_u64,
+};
 use cairn_fs::{ErrorKind, FsError};
 use cairn_kv::{Kv, KvError, KvErrorKind, KvOptions};
 use cairn_meta::TreeState;
@@ -90,8 +92,7 @@ pub const ROOT_TREE: u64 = 1;
 impl Engine {
     /// Open the store at `url`, initialising it if it is empty.
     pub async fn open(url: &str, options: EngineOptions) -> Result<Self, FsError> {
-        if !options.chunk_size.is_power_of_two()
-            || !(4096..=1 << 20).contains(&options.chunk_size)
+        if !options.chunk_size.is_power_of_two() || !(4096..=1 << 20).contains(&options.chunk_size)
         {
             return Err(FsError::new(
                 ErrorKind::Invalid,
@@ -128,12 +129,23 @@ impl Engine {
             ));
         }
         let missing = |what: &str| {
-            FsError::new(ErrorKind::Corrupt, format!("store record {what} is missing"))
+            FsError::new(
+                ErrorKind::Corrupt,
+                format!("store record {what} is missing"),
+            )
         };
-        let chunk_size = read_u64(&kv, META_CHUNK_SIZE).await?.ok_or_else(|| missing("chunk_size"))?;
-        let next_ino = read_u64(&kv, META_NEXT_INO).await?.ok_or_else(|| missing("next_ino"))?;
-        let inodes = read_u64(&kv, META_INODES).await?.ok_or_else(|| missing("inodes"))?;
-        let store_id = read_u64(&kv, META_STORE_ID).await?.ok_or_else(|| missing("store_id"))?;
+        let chunk_size = read_u64(&kv, META_CHUNK_SIZE)
+            .await?
+            .ok_or_else(|| missing("chunk_size"))?;
+        let next_ino = read_u64(&kv, META_NEXT_INO)
+            .await?
+            .ok_or_else(|| missing("next_ino"))?;
+        let inodes = read_u64(&kv, META_INODES)
+            .await?
+            .ok_or_else(|| missing("inodes"))?;
+        let store_id = read_u64(&kv, META_STORE_ID)
+            .await?
+            .ok_or_else(|| missing("store_id"))?;
         let trees = load_trees(&kv).await?;
         tracing::info!(store = kv.url(), chunk_size, next_ino, "store opened");
         Ok(Self {
@@ -224,12 +236,18 @@ async fn load_trees(kv: &Kv) -> Result<HashMap<u64, TreeState>, FsError> {
     let mut out = HashMap::new();
     for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
         let t = decode_tree(&v).ok_or_else(|| {
-            FsError::new(ErrorKind::Corrupt, format!("dataset record {k:?} is malformed"))
+            FsError::new(
+                ErrorKind::Corrupt,
+                format!("dataset record {k:?} is malformed"),
+            )
         })?;
         out.insert(t.tree, t);
     }
     if !out.contains_key(&ROOT_TREE) {
-        return Err(FsError::new(ErrorKind::Corrupt, "the root dataset record is missing"));
+        return Err(FsError::new(
+            ErrorKind::Corrupt,
+            "the root dataset record is missing",
+        ));
     }
     Ok(out)
 }
@@ -237,7 +255,12 @@ async fn load_trees(kv: &Kv) -> Result<HashMap<u64, TreeState>, FsError> {
 async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
     let mut t = kv.txn();
     let meta = |name: &[u8]| Key::Meta(name.to_vec()).encode();
-    let seed = format!("{:?}{}{:?}", std::time::SystemTime::now(), std::process::id(), kv.url());
+    let seed = format!(
+        "{:?}{}{:?}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        kv.url()
+    );
     let id_hash = blake3::hash(seed.as_bytes());
     let mut id = [0u8; 8];
     id.copy_from_slice(&id_hash.as_bytes()[..8]);
@@ -312,7 +335,9 @@ pub(crate) fn cas_err(e: cairn_cas::CasError) -> FsError {
 pub(crate) fn meta_err(e: cairn_meta::MetaError) -> FsError {
     match e {
         cairn_meta::MetaError::Kv(e) => kv_err(e),
-        e @ cairn_meta::MetaError::Corrupt { .. } => FsError::new(ErrorKind::Corrupt, e.to_string()),
+        e @ cairn_meta::MetaError::Corrupt { .. } => {
+            FsError::new(ErrorKind::Corrupt, e.to_string())
+        }
     }
 }
 

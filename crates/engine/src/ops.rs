@@ -11,7 +11,9 @@ use cairn_fs::{Creds, ErrorKind, FsError, NAME_MAX};
 use cairn_kv::Txn;
 use cairn_meta::{Retired, TreeState, View};
 
-use crate::{INLINE_MAX, INODES_KEY, Inner, NEXT_INO_KEY, WriterState, cas_err, kv_err, meta_err, meta_key};
+use crate::{
+    INLINE_MAX, INODES_KEY, Inner, NEXT_INO_KEY, WriterState, cas_err, kv_err, meta_err, meta_key,
+};
 
 pub(crate) type Result<T> = std::result::Result<T, FsError>;
 
@@ -31,10 +33,16 @@ pub(crate) fn validate_name(name: &[u8]) -> Result<()> {
         ));
     }
     if name.contains(&b'/') {
-        return Err(err(ErrorKind::Invalid, format!("invalid name {:?}: contains '/'", show(name))));
+        return Err(err(
+            ErrorKind::Invalid,
+            format!("invalid name {:?}: contains '/'", show(name)),
+        ));
     }
     if name.contains(&0) {
-        return Err(err(ErrorKind::Invalid, format!("invalid name {:?}: contains NUL", show(name))));
+        return Err(err(
+            ErrorKind::Invalid,
+            format!("invalid name {:?}: contains NUL", show(name)),
+        ));
     }
     Ok(())
 }
@@ -58,10 +66,12 @@ pub(crate) struct Op<'a> {
 
 impl<'a> Op<'a> {
     pub(crate) fn new(inner: &'a Inner, w: &'a mut WriterState, tree: u64) -> Result<Self> {
-        let tree = *w
-            .trees
-            .get(&tree)
-            .ok_or_else(|| err(ErrorKind::Stale, format!("dataset tree {tree} no longer exists")))?;
+        let tree = *w.trees.get(&tree).ok_or_else(|| {
+            err(
+                ErrorKind::Stale,
+                format!("dataset tree {tree} no longer exists"),
+            )
+        })?;
         Ok(Self {
             txn: inner.kv.txn(),
             inner,
@@ -100,7 +110,10 @@ impl<'a> Op<'a> {
     pub(crate) async fn dir(&self, ino: u64) -> Result<InodeRecord> {
         let rec = self.inode(ino).await?;
         if rec.kind != FileKind::Directory {
-            return Err(err(ErrorKind::NotDir, format!("inode {ino} is not a directory")));
+            return Err(err(
+                ErrorKind::NotDir,
+                format!("inode {ino} is not a directory"),
+            ));
         }
         Ok(rec)
     }
@@ -119,7 +132,12 @@ impl<'a> Op<'a> {
             .map_err(meta_err)
     }
 
-    pub(crate) async fn put_entry(&mut self, dir: u64, name: &[u8], rec: DirentRecord) -> Result<()> {
+    pub(crate) async fn put_entry(
+        &mut self,
+        dir: u64,
+        name: &[u8],
+        rec: DirentRecord,
+    ) -> Result<()> {
         let key = HeadKey::dirent(self.tree.tree, dir, name);
         cairn_meta::put(&mut self.txn, &self.tree, &key, rec)
             .await
@@ -139,17 +157,25 @@ impl<'a> Op<'a> {
     pub(crate) fn alloc_ino(&mut self) -> u64 {
         let ino = self.w.next_ino;
         self.w.next_ino += 1;
-        self.txn.put(meta_key(NEXT_INO_KEY), encode_u64(self.w.next_ino));
+        self.txn
+            .put(meta_key(NEXT_INO_KEY), encode_u64(self.w.next_ino));
         ino
     }
 
     pub(crate) fn count_inodes(&mut self, delta: i64) {
         self.w.inodes = self.w.inodes.saturating_add_signed(delta);
-        self.txn.put(meta_key(INODES_KEY), encode_u64(self.w.inodes));
+        self.txn
+            .put(meta_key(INODES_KEY), encode_u64(self.w.inodes));
     }
 
     /// A new inode record owned by `creds`, in directory `parent_rec`.
-    pub(crate) fn new_record(&self, creds: &Creds, parent_rec: &InodeRecord, kind: FileKind, mode: u16) -> InodeRecord {
+    pub(crate) fn new_record(
+        &self,
+        creds: &Creds,
+        parent_rec: &InodeRecord,
+        kind: FileKind,
+        mode: u16,
+    ) -> InodeRecord {
         let mut mode = mode & 0o7777;
         let gid = if parent_rec.mode & 0o2000 != 0 {
             // BSD group semantics on setgid directories; subdirectories inherit it.
@@ -271,21 +297,27 @@ impl<'a> Op<'a> {
 
     /// Write `data` at `offset` into regular file `ino` (record `rec`,
     /// updated in place; the caller stores it).
-    pub(crate) async fn write_data(&mut self, ino: u64, rec: &mut InodeRecord, offset: u64, data: &[u8]) -> Result<()> {
+    pub(crate) async fn write_data(
+        &mut self,
+        ino: u64,
+        rec: &mut InodeRecord,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<()> {
         if data.is_empty() {
             return Ok(());
         }
         let end = offset + data.len() as u64;
         let new_size = rec.size.max(end);
-        if let Some(inline) = &mut rec.inline {
-            if new_size <= INLINE_MAX as u64 {
-                if inline.len() < end as usize {
-                    inline.resize(end as usize, 0);
-                }
-                inline[offset as usize..end as usize].copy_from_slice(data);
-                rec.size = new_size;
-                return Ok(());
+        if let Some(inline) = &mut rec.inline
+            && new_size <= INLINE_MAX as u64
+        {
+            if inline.len() < end as usize {
+                inline.resize(end as usize, 0);
             }
+            inline[offset as usize..end as usize].copy_from_slice(data);
+            rec.size = new_size;
+            return Ok(());
         }
         self.uninline(ino, rec).await?;
         let cs = self.inner.chunk_size as u64;
@@ -296,7 +328,8 @@ impl<'a> Op<'a> {
             let chunk_len = (new_size - cstart).min(cs) as usize;
             let lo = (offset.max(cstart) - cstart) as usize;
             let hi = (end.min(cstart + cs) - cstart) as usize;
-            let src = &data[(cstart + lo as u64 - offset) as usize..(cstart + hi as u64 - offset) as usize];
+            let src = &data
+                [(cstart + lo as u64 - offset) as usize..(cstart + hi as u64 - offset) as usize];
             let buf = if lo == 0 && hi == chunk_len {
                 Bytes::copy_from_slice(src)
             } else {
@@ -314,7 +347,12 @@ impl<'a> Op<'a> {
     }
 
     /// Truncate or extend regular file `ino` to `size`.
-    pub(crate) async fn set_size(&mut self, ino: u64, rec: &mut InodeRecord, size: u64) -> Result<()> {
+    pub(crate) async fn set_size(
+        &mut self,
+        ino: u64,
+        rec: &mut InodeRecord,
+        size: u64,
+    ) -> Result<()> {
         if let Some(inline) = &mut rec.inline {
             if size <= INLINE_MAX as u64 {
                 inline.resize(size as usize, 0);

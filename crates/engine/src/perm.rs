@@ -16,18 +16,22 @@ pub(crate) fn granted(creds: &Creds, rec: &InodeRecord) -> u32 {
         let any_x = mode & 0o111 != 0 || rec.kind == FileKind::Directory;
         return access::READ | access::WRITE | if any_x { access::EXECUTE } else { 0 };
     }
-    let bits = if creds.uid == rec.uid {
+    (if creds.uid == rec.uid {
         mode >> 6
     } else if creds.in_group(rec.gid) {
         mode >> 3
     } else {
         mode
-    } & 0o7;
-    bits
+    }) & 0o7
 }
 
 /// Fail with `Access` unless `creds` hold every bit of `want` on `rec`.
-pub(crate) fn check(creds: &Creds, rec: &InodeRecord, want: u32, what: &str) -> Result<(), FsError> {
+pub(crate) fn check(
+    creds: &Creds,
+    rec: &InodeRecord,
+    want: u32,
+    what: &str,
+) -> Result<(), FsError> {
     if granted(creds, rec) & want == want {
         Ok(())
     } else {
@@ -39,7 +43,12 @@ pub(crate) fn check(creds: &Creds, rec: &InodeRecord, want: u32, what: &str) -> 
 }
 
 /// Data access: like [`check`], but the owner may always read and write.
-pub(crate) fn check_data(creds: &Creds, rec: &InodeRecord, want: u32, what: &str) -> Result<(), FsError> {
+pub(crate) fn check_data(
+    creds: &Creds,
+    rec: &InodeRecord,
+    want: u32,
+    what: &str,
+) -> Result<(), FsError> {
     if creds.uid == rec.uid && want & access::EXECUTE == 0 {
         return Ok(());
     }
@@ -53,7 +62,11 @@ pub(crate) fn owns(creds: &Creds, rec: &InodeRecord) -> bool {
 
 /// Sticky directories: only the entry's owner, the directory's owner or root
 /// may remove or rename an entry.
-pub(crate) fn check_sticky(creds: &Creds, dir: &InodeRecord, child: &InodeRecord) -> Result<(), FsError> {
+pub(crate) fn check_sticky(
+    creds: &Creds,
+    dir: &InodeRecord,
+    child: &InodeRecord,
+) -> Result<(), FsError> {
     if dir.mode & 0o1000 != 0 && creds.uid != 0 && creds.uid != dir.uid && creds.uid != child.uid {
         return Err(FsError::new(
             ErrorKind::Permission,

@@ -3,13 +3,18 @@
 use cairn_engine::{Engine, EngineOptions};
 
 async fn check(url: &str) {
-    let engine = Engine::open(url, EngineOptions::default()).await.expect("open store");
+    let engine = Engine::open(url, EngineOptions::default())
+        .await
+        .expect("open store");
     let fs = engine.root_dataset();
     if let Err(failures) = cairn_fs::conformance::run(&fs).await {
         panic!("conformance failures on {url}:\n{failures}");
     }
     let report = engine.fsck().await.expect("fsck runs");
-    assert!(report.is_clean(), "fsck after the suite on {url}:\n{report}");
+    assert!(
+        report.is_clean(),
+        "fsck after the suite on {url}:\n{report}"
+    );
     engine.close().await.expect("close");
 }
 

@@ -7,11 +7,18 @@ use cairn_engine::{Engine, EngineOptions};
 use cairn_fs::{CreateHow, Creds, ErrorKind, Filesystem, SetAttr};
 
 async fn setup() -> (Engine, u64) {
-    let engine = Engine::open("memory://", EngineOptions::default()).await.expect("open");
+    let engine = Engine::open("memory://", EngineOptions::default())
+        .await
+        .expect("open");
     let fs = engine.root_dataset();
     let root = Creds::root();
-    let f = fs.create(&root, 1, b"f", CreateHow::Guarded, &SetAttr::default()).await.expect("create");
-    let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 9) as u8).collect();
+    let f = fs
+        .create(&root, 1, b"f", CreateHow::Guarded, &SetAttr::default())
+        .await
+        .expect("create");
+    let data: Vec<u8> = (0..200_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
     fs.write(&root, f.ino, 0, &data).await.expect("write");
     assert!(engine.fsck().await.expect("fsck").is_clean());
     (engine, f.ino)
@@ -20,7 +27,13 @@ async fn setup() -> (Engine, u64) {
 async fn first_chunk(engine: &Engine) -> (Vec<u8>, bytes::Bytes) {
     let (start, end) = Key::prefix_range(KeyPrefix::Chunk);
     let kv = engine.kv_for_tests();
-    kv.scan(&start, &end, 1).await.expect("scan").into_iter().next().map(|(k, v)| (k.to_vec(), v)).expect("a chunk")
+    kv.scan(&start, &end, 1)
+        .await
+        .expect("scan")
+        .into_iter()
+        .next()
+        .map(|(k, v)| (k.to_vec(), v))
+        .expect("a chunk")
 }
 
 fn classes(r: &cairn_engine::FsckReport) -> Vec<&'static str> {
@@ -31,7 +44,9 @@ fn classes(r: &cairn_engine::FsckReport) -> Vec<&'static str> {
 async fn wrong_refcount_is_reported() {
     let (engine, _) = setup().await;
     let (k, _) = first_chunk(&engine).await;
-    let Ok(Key::Chunk(h)) = Key::decode(&k) else { panic!("chunk key") };
+    let Ok(Key::Chunk(h)) = Key::decode(&k) else {
+        panic!("chunk key")
+    };
     let mut t = engine.kv_for_tests().txn();
     t.put(Key::Ref(h).encode(), encode_u64(7));
     t.commit().await.expect("plant");
@@ -67,10 +82,18 @@ async fn dangling_entry_and_bad_nlink_are_reported() {
     let (engine, ino) = setup().await;
     let kv = engine.kv_for_tests();
     let mut t = kv.txn();
-    let dirent = cairn_codec::DirentRecord { ino: 999_999, kind: cairn_codec::FileKind::Regular };
-    t.put(HeadKey::dirent(1, 1, b"ghost").encode(), Versioned::new(1, dirent).encode());
+    let dirent = cairn_codec::DirentRecord {
+        ino: 999_999,
+        kind: cairn_codec::FileKind::Regular,
+    };
+    t.put(
+        HeadKey::dirent(1, 1, b"ghost").encode(),
+        Versioned::new(1, dirent).encode(),
+    );
     let ikey = HeadKey::Inode { tree: 1, ino }.encode();
-    let mut rec = Versioned::<InodeRecord>::decode(&kv.get(&ikey).await.expect("get").expect("inode")).expect("decode");
+    let mut rec =
+        Versioned::<InodeRecord>::decode(&kv.get(&ikey).await.expect("get").expect("inode"))
+            .expect("decode");
     if let Some(r) = rec.value.as_mut() {
         r.nlink = 5;
     }

@@ -31,10 +31,26 @@ const DIRS: [&str; 3] = ["", "x", "x/y"];
 enum Op {
     Create(usize, usize),
     Mkdir(usize, usize),
-    Write { dir: usize, name: usize, offset: u32, len: u32, seed: u8 },
-    Truncate { dir: usize, name: usize, size: u32 },
-    Link { from: (usize, usize), to: (usize, usize) },
-    Rename { from: (usize, usize), to: (usize, usize) },
+    Write {
+        dir: usize,
+        name: usize,
+        offset: u32,
+        len: u32,
+        seed: u8,
+    },
+    Truncate {
+        dir: usize,
+        name: usize,
+        size: u32,
+    },
+    Link {
+        from: (usize, usize),
+        to: (usize, usize),
+    },
+    Rename {
+        from: (usize, usize),
+        to: (usize, usize),
+    },
     Remove(usize, usize),
     Rmdir(usize, usize),
     /// Make the `x` and `x/y` directories the other locations live in.
@@ -51,7 +67,10 @@ fn path(dir: usize, name: usize) -> String {
 
 fn arb_op() -> impl Strategy<Value = Op> {
     // Mostly the root, so sequences build on each other.
-    let loc = (prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)], 0..NAMES.len());
+    let loc = (
+        prop_oneof![6 => Just(0usize), 2 => Just(1usize), 1 => Just(2usize)],
+        0..NAMES.len(),
+    );
     prop_oneof![
         3 => loc.clone().prop_map(|(d, n)| Op::Create(d, n)),
         1 => loc.clone().prop_map(|(d, n)| Op::Mkdir(d, n)),
@@ -71,13 +90,17 @@ fn data(len: u32, seed: u8) -> Vec<u8> {
     let mut x = 0x2545_F491_4F6C_DD1Du64 ^ seed as u64;
     (0..len)
         .map(|i| {
-            if seed % 3 == 0 && (i / 4096) % 2 == 0 {
+            if seed.is_multiple_of(3) && (i / 4096).is_multiple_of(2) {
                 return 0;
             }
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if seed % 5 == 0 { seed } else { x as u8 }
+            if seed.is_multiple_of(5) {
+                seed
+            } else {
+                x as u8
+            }
         })
         .collect()
 }
@@ -139,7 +162,13 @@ impl Model {
                 self.entries.insert(p, Node::Dir);
                 None
             }
-            Op::Write { dir, name, offset, len, seed } => match self.entries.get(&path(*dir, *name)) {
+            Op::Write {
+                dir,
+                name,
+                offset,
+                len,
+                seed,
+            } => match self.entries.get(&path(*dir, *name)) {
                 Some(Node::File(id)) => {
                     let f = self.files.get_mut(id).expect("file");
                     let end = (*offset + *len) as usize;
@@ -154,7 +183,10 @@ impl Model {
             },
             Op::Truncate { dir, name, size } => match self.entries.get(&path(*dir, *name)) {
                 Some(Node::File(id)) => {
-                    self.files.get_mut(id).expect("file").resize(*size as usize, 0);
+                    self.files
+                        .get_mut(id)
+                        .expect("file")
+                        .resize(*size as usize, 0);
                     None
                 }
                 Some(Node::Dir) => Some(ErrorKind::IsDir),
@@ -240,7 +272,13 @@ impl Model {
         let live: std::collections::BTreeSet<u32> = self
             .entries
             .values()
-            .filter_map(|n| if let Node::File(id) = n { Some(*id) } else { None })
+            .filter_map(|n| {
+                if let Node::File(id) = n {
+                    Some(*id)
+                } else {
+                    None
+                }
+            })
             .collect();
         self.files.retain(|id, _| live.contains(id));
     }
@@ -253,7 +291,11 @@ async fn resolve(fs: &dyn Filesystem, p: &str) -> Result<u64, ErrorKind> {
         return Ok(ino);
     }
     for part in p.split('/') {
-        ino = fs.lookup(&Creds::root(), ino, part.as_bytes()).await.map_err(|e| e.kind)?.ino;
+        ino = fs
+            .lookup(&Creds::root(), ino, part.as_bytes())
+            .await
+            .map_err(|e| e.kind)?
+            .ino;
     }
     Ok(ino)
 }
@@ -265,7 +307,16 @@ async fn run_engine(fs: &dyn Filesystem, op: &Op) -> Option<ErrorKind> {
         match op {
             Op::Create(d, n) => {
                 let dir = loc(*d).await?;
-                fs.create(&root, dir, NAMES[*n].as_bytes(), CreateHow::Guarded, &SetAttr::default()).await.map(drop).map_err(|e| e.kind)
+                fs.create(
+                    &root,
+                    dir,
+                    NAMES[*n].as_bytes(),
+                    CreateHow::Guarded,
+                    &SetAttr::default(),
+                )
+                .await
+                .map(drop)
+                .map_err(|e| e.kind)
             }
             Op::MkdirX => {
                 let mut dir = fs.info().root;
@@ -274,7 +325,10 @@ async fn run_engine(fs: &dyn Filesystem, op: &Op) -> Option<ErrorKind> {
                         Ok(a) if a.kind == FileKind::Directory => a.ino,
                         Ok(_) => return Err(ErrorKind::Exists),
                         Err(e) if e.kind == ErrorKind::NotFound => {
-                            fs.mkdir(&root, dir, name.as_bytes(), &SetAttr::default()).await.map_err(|e| e.kind)?.ino
+                            fs.mkdir(&root, dir, name.as_bytes(), &SetAttr::default())
+                                .await
+                                .map_err(|e| e.kind)?
+                                .ino
                         }
                         Err(e) => return Err(e.kind),
                     };
@@ -283,36 +337,71 @@ async fn run_engine(fs: &dyn Filesystem, op: &Op) -> Option<ErrorKind> {
             }
             Op::Mkdir(d, n) => {
                 let dir = loc(*d).await?;
-                fs.mkdir(&root, dir, NAMES[*n].as_bytes(), &SetAttr::default()).await.map(drop).map_err(|e| e.kind)
+                fs.mkdir(&root, dir, NAMES[*n].as_bytes(), &SetAttr::default())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind)
             }
-            Op::Write { dir, name, offset, len, seed } => {
+            Op::Write {
+                dir,
+                name,
+                offset,
+                len,
+                seed,
+            } => {
                 let ino = resolve(fs, &path(*dir, *name)).await?;
-                fs.write(&root, ino, *offset as u64, &data(*len, *seed)).await.map(drop).map_err(|e| e.kind)
+                fs.write(&root, ino, *offset as u64, &data(*len, *seed))
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind)
             }
             Op::Truncate { dir, name, size } => {
                 let ino = resolve(fs, &path(*dir, *name)).await?;
-                let attrs = SetAttr { size: Some(*size as u64), ..Default::default() };
-                fs.setattr(&root, ino, &attrs, None).await.map(drop).map_err(|e| e.kind)
+                let attrs = SetAttr {
+                    size: Some(*size as u64),
+                    ..Default::default()
+                };
+                fs.setattr(&root, ino, &attrs, None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind)
             }
             Op::Link { from, to } => {
                 let ino = resolve(fs, &path(from.0, from.1)).await?;
                 let dir = loc(to.0).await?;
-                fs.link(&root, ino, dir, NAMES[to.1].as_bytes()).await.map(drop).map_err(|e| e.kind)
+                fs.link(&root, ino, dir, NAMES[to.1].as_bytes())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind)
             }
             Op::Rename { from, to } => {
                 let fdir = loc(from.0).await?;
                 // The model reports a missing source before a missing target dir.
-                fs.lookup(&root, fdir, NAMES[from.1].as_bytes()).await.map_err(|e| e.kind)?;
+                fs.lookup(&root, fdir, NAMES[from.1].as_bytes())
+                    .await
+                    .map_err(|e| e.kind)?;
                 let tdir = loc(to.0).await?;
-                fs.rename(&root, fdir, NAMES[from.1].as_bytes(), tdir, NAMES[to.1].as_bytes()).await.map_err(|e| e.kind)
+                fs.rename(
+                    &root,
+                    fdir,
+                    NAMES[from.1].as_bytes(),
+                    tdir,
+                    NAMES[to.1].as_bytes(),
+                )
+                .await
+                .map_err(|e| e.kind)
             }
             Op::Remove(d, n) => {
                 let dir = loc(*d).await?;
-                fs.remove(&root, dir, NAMES[*n].as_bytes()).await.map_err(|e| e.kind)
+                fs.remove(&root, dir, NAMES[*n].as_bytes())
+                    .await
+                    .map_err(|e| e.kind)
             }
             Op::Rmdir(d, n) => {
                 let dir = loc(*d).await?;
-                fs.rmdir(&root, dir, NAMES[*n].as_bytes()).await.map_err(|e| e.kind)
+                fs.rmdir(&root, dir, NAMES[*n].as_bytes())
+                    .await
+                    .map_err(|e| e.kind)
             }
         }
     }
@@ -329,10 +418,17 @@ async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
     while let Some((p, ino)) = stack.pop() {
         let mut cookie = 0;
         loop {
-            let page = fs.readdir(&root, ino, cookie, 0, 3).await.map_err(|e| format!("readdir {p:?}: {e}"))?;
+            let page = fs
+                .readdir(&root, ino, cookie, 0, 3)
+                .await
+                .map_err(|e| format!("readdir {p:?}: {e}"))?;
             for e in &page.entries {
                 let name = String::from_utf8_lossy(&e.name).into_owned();
-                let child = if p.is_empty() { name } else { format!("{p}/{name}") };
+                let child = if p.is_empty() {
+                    name
+                } else {
+                    format!("{p}/{name}")
+                };
                 if e.kind == FileKind::Directory {
                     stack.push((child.clone(), e.ino));
                 }
@@ -347,7 +443,9 @@ async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
     let want: Vec<&String> = model.entries.keys().collect();
     let got: Vec<&String> = seen.keys().collect();
     if want != got {
-        return Err(format!("tree differs:\n model:  {want:?}\n engine: {got:?}"));
+        return Err(format!(
+            "tree differs:\n model:  {want:?}\n engine: {got:?}"
+        ));
     }
     for (p, node) in &model.entries {
         let (ino, kind) = seen[p];
@@ -359,18 +457,32 @@ async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
             }
             Node::File(id) => {
                 let content = &model.files[id];
-                let attr = fs.getattr(ino).await.map_err(|e| format!("getattr {p}: {e}"))?;
+                let attr = fs
+                    .getattr(ino)
+                    .await
+                    .map_err(|e| format!("getattr {p}: {e}"))?;
                 if attr.size != content.len() as u64 {
-                    return Err(format!("{p}: size {} vs model {}", attr.size, content.len()));
+                    return Err(format!(
+                        "{p}: size {} vs model {}",
+                        attr.size,
+                        content.len()
+                    ));
                 }
                 let links = model.entries.values().filter(|n| *n == node).count() as u32;
                 if attr.nlink != links {
                     return Err(format!("{p}: nlink {} vs model {links}", attr.nlink));
                 }
-                let (got, _) = fs.read(&root, ino, 0, content.len() as u32 + 10).await.map_err(|e| format!("read {p}: {e}"))?;
+                let (got, _) = fs
+                    .read(&root, ino, 0, content.len() as u32 + 10)
+                    .await
+                    .map_err(|e| format!("read {p}: {e}"))?;
                 if got.as_ref() != content.as_slice() {
                     let at = got.iter().zip(content).position(|(a, b)| a != b);
-                    return Err(format!("{p}: content differs (len {} vs {}, first difference at {at:?})", got.len(), content.len()));
+                    return Err(format!(
+                        "{p}: content differs (len {} vs {}, first difference at {at:?})",
+                        got.len(),
+                        content.len()
+                    ));
                 }
             }
         }
@@ -379,11 +491,20 @@ async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
 }
 
 fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        let engine = Engine::open("memory://", EngineOptions { chunk_size, ..Default::default() })
-            .await
-            .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
+        let engine = Engine::open(
+            "memory://",
+            EngineOptions {
+                chunk_size,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
         let fs = engine.root_dataset();
         let mut model = Model::default();
         for (i, op) in ops.iter().enumerate() {
@@ -394,8 +515,16 @@ fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
                 return Err(TestCaseError::fail(format!("after step {i} {op:?}: {e}")));
             }
         }
-        let report = engine.fsck().await.map_err(|e| TestCaseError::fail(format!("fsck: {e}")))?;
-        prop_assert!(report.is_clean(), "fsck after {} ops:\n{}", ops.len(), report);
+        let report = engine
+            .fsck()
+            .await
+            .map_err(|e| TestCaseError::fail(format!("fsck: {e}")))?;
+        prop_assert!(
+            report.is_clean(),
+            "fsck after {} ops:\n{}",
+            ops.len(),
+            report
+        );
         Ok(())
     })
 }

@@ -348,8 +348,13 @@ pub trait Filesystem: Send + Sync {
     /// Read up to `count` bytes at `offset`. Returns the bytes and whether
     /// the read reached end of file. Holes read as zeros. Needs read
     /// permission (the owner may always read: the protocol has no open).
-    async fn read(&self, creds: &Creds, ino: InodeId, offset: u64, count: u32)
-    -> Result<(Bytes, bool)>;
+    async fn read(
+        &self,
+        creds: &Creds,
+        ino: InodeId,
+        offset: u64,
+        count: u32,
+    ) -> Result<(Bytes, bool)>;
 
     /// Write `data` at `offset`, extending the file (with zeros before
     /// `offset` if it is past the end). Returns the new attributes. Needs
@@ -369,8 +374,13 @@ pub trait Filesystem: Send + Sync {
     ) -> Result<Attr>;
 
     /// Create a directory (mode default `0o755`).
-    async fn mkdir(&self, creds: &Creds, dir: InodeId, name: &[u8], attrs: &SetAttr)
-    -> Result<Attr>;
+    async fn mkdir(
+        &self,
+        creds: &Creds,
+        dir: InodeId,
+        name: &[u8],
+        attrs: &SetAttr,
+    ) -> Result<Attr>;
 
     /// Create a special file. Device nodes need root (`Permission`).
     async fn mknod(

@@ -112,9 +112,9 @@ impl StoreUrl {
         let kind = match url.scheme() {
             "memory" => StoreKind::Memory,
             "file" => {
-                let path = url
-                    .to_file_path()
-                    .map_err(|()| invalid(format!("store URL {s:?} is not an absolute file path")))?;
+                let path = url.to_file_path().map_err(|()| {
+                    invalid(format!("store URL {s:?} is not an absolute file path"))
+                })?;
                 StoreKind::Local(path)
             }
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "http" | "https" => {
@@ -145,8 +145,8 @@ impl StoreUrl {
                         format!("cannot create store directory {}: {e}", dir.display()),
                     )
                 })?;
-                let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| {
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
                         KvError::new(
                             KvErrorKind::Invalid,
                             format!("cannot use store directory {}: {e}", dir.display()),
@@ -158,7 +158,10 @@ impl StoreUrl {
                 let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
                 let opts: Vec<(String, String)> = env.chain(options.iter().cloned()).collect();
                 let (store, path) = object_store::parse_url_opts(url, opts).map_err(|e| {
-                    KvError::new(KvErrorKind::Invalid, format!("store URL {}: {e}", self.display))
+                    KvError::new(
+                        KvErrorKind::Invalid,
+                        format!("store URL {}: {e}", self.display),
+                    )
                 })?;
                 Ok((Arc::from(store), path))
             }
@@ -176,9 +179,12 @@ pub struct KvOptions {
     pub wrap: Option<ObjectStoreWrapper>,
 }
 
+/// Wraps one object store in another.
+pub type WrapFn = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
+
 /// A function that wraps an object store (a decorator such as a fault injector).
 #[derive(Clone)]
-pub struct ObjectStoreWrapper(pub Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync>);
+pub struct ObjectStoreWrapper(pub Arc<WrapFn>);
 
 impl std::fmt::Debug for ObjectStoreWrapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,7 +201,9 @@ pub struct Kv {
 
 impl std::fmt::Debug for Kv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kv").field("url", &self.url.display).finish()
+        f.debug_struct("Kv")
+            .field("url", &self.url.display)
+            .finish()
     }
 }
 
@@ -274,7 +282,9 @@ impl Kv {
         match &*self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) {
             Some(why) => Err(KvError::new(
                 KvErrorKind::Poisoned,
-                format!("store refuses writes after an earlier failure ({why}); restart to recover"),
+                format!(
+                    "store refuses writes after an earlier failure ({why}); restart to recover"
+                ),
             )),
             None => Ok(()),
         }
@@ -449,7 +459,10 @@ mod tests {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        assert_eq!(keys, vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+        assert_eq!(
+            keys,
+            vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
+        );
         assert_eq!(t.scan(b"a", b"z", 1).await?.len(), 1);
         Ok(())
     }

@@ -166,12 +166,19 @@ pub async fn put<T: Body>(
 ) -> Result<Retired<T>> {
     debug_assert_eq!(key.tree(), tree.tree);
     let retired = retire::<T>(txn, tree, key).await?;
-    txn.put(key.encode(), Versioned::new(tree.generation, value).encode());
+    txn.put(
+        key.encode(),
+        Versioned::new(tree.generation, value).encode(),
+    );
     Ok(retired)
 }
 
 /// Delete the head version of `key`.
-pub async fn delete<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey) -> Result<Retired<T>> {
+pub async fn delete<T: Body>(
+    txn: &mut Txn<'_>,
+    tree: &TreeState,
+    key: &HeadKey,
+) -> Result<Retired<T>> {
     debug_assert_eq!(key.tree(), tree.tree);
     let retired = retire::<T>(txn, tree, key).await?;
     txn.delete(key.encode());
@@ -180,11 +187,24 @@ pub async fn delete<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey)
 
 /// Shortcut: the inode `ino` as `view` sees it.
 pub async fn inode(r: &Txn<'_>, view: View, ino: u64) -> Result<Option<InodeRecord>> {
-    get(r, view, &HeadKey::Inode { tree: view.tree, ino }).await
+    get(
+        r,
+        view,
+        &HeadKey::Inode {
+            tree: view.tree,
+            ino,
+        },
+    )
+    .await
 }
 
 /// Shortcut: the entry `name` of directory `dir` as `view` sees it.
-pub async fn dirent(r: &Txn<'_>, view: View, dir: u64, name: &[u8]) -> Result<Option<DirentRecord>> {
+pub async fn dirent(
+    r: &Txn<'_>,
+    view: View,
+    dir: u64,
+    name: &[u8],
+) -> Result<Option<DirentRecord>> {
     get(r, view, &HeadKey::dirent(view.tree, dir, name)).await
 }
 
@@ -220,13 +240,25 @@ pub async fn list_dirents(
         let (batch, exhausted) = visible_range(r, view, &start, &end, fetch).await?;
         let mut last_key = None;
         for (k, v) in batch {
-            let HeadKey::Dirent { cookie, name, .. } = HeadKey::decode(&k).map_err(|e| corrupt(&k, e))? else {
-                return Err(corrupt(&k, CodecError::Malformed { what: "dirent key", reason: "wrong kind" }));
+            let HeadKey::Dirent { cookie, name, .. } =
+                HeadKey::decode(&k).map_err(|e| corrupt(&k, e))?
+            else {
+                return Err(corrupt(
+                    &k,
+                    CodecError::Malformed {
+                        what: "dirent key",
+                        reason: "wrong kind",
+                    },
+                ));
             };
             let rec = decode::<DirentRecord>(&k, &v)?;
             last_key = Some(k.clone());
             if let Some(record) = rec.value {
-                out.push(ListedEntry { cookie, name, record });
+                out.push(ListedEntry {
+                    cookie,
+                    name,
+                    record,
+                });
             }
         }
         let enough = out.len() > limit;
@@ -267,7 +299,13 @@ pub async fn list_extents(
     let mut out = Vec::with_capacity(entries.len());
     for (k, v) in entries {
         let HeadKey::Extent { idx, .. } = HeadKey::decode(&k).map_err(|e| corrupt(&k, e))? else {
-            return Err(corrupt(&k, CodecError::Malformed { what: "extent key", reason: "wrong kind" }));
+            return Err(corrupt(
+                &k,
+                CodecError::Malformed {
+                    what: "extent key",
+                    reason: "wrong kind",
+                },
+            ));
         };
         if let Some(e) = decode::<ExtentRecord>(&k, &v)?.value {
             out.push((idx, e));
@@ -316,7 +354,13 @@ async fn visible_range(
         }
         if !hists_done && let Some((k, _)) = hists.last() {
             let Key::History { head, .. } = Key::decode(k).map_err(|e| corrupt(k, e))? else {
-                return Err(corrupt(k, CodecError::Malformed { what: "history key", reason: "wrong kind" }));
+                return Err(corrupt(
+                    k,
+                    CodecError::Malformed {
+                        what: "history key",
+                        reason: "wrong kind",
+                    },
+                ));
             };
             let hk = head.encode();
             cutoff = Some(match cutoff {
@@ -336,7 +380,13 @@ async fn visible_range(
         let mut seen_key: Option<Vec<u8>> = None;
         for (k, v) in &hists {
             let Key::History { head, death } = Key::decode(k).map_err(|e| corrupt(k, e))? else {
-                return Err(corrupt(k, CodecError::Malformed { what: "history key", reason: "wrong kind" }));
+                return Err(corrupt(
+                    k,
+                    CodecError::Malformed {
+                        what: "history key",
+                        reason: "wrong kind",
+                    },
+                ));
             };
             let hk = head.encode();
             if !within(&hk) || death <= at || seen_key.as_deref() == Some(&hk[..]) {
@@ -373,38 +423,67 @@ mod tests {
     use cairn_kv::{Kv, KvOptions};
 
     fn ext(b: u8) -> ExtentRecord {
-        ExtentRecord { hash: ChunkHash([b; 32]), len: 10 }
+        ExtentRecord {
+            hash: ChunkHash([b; 32]),
+            len: 10,
+        }
     }
 
     #[tokio::test]
     async fn write_rule_keeps_only_what_snapshots_see() -> Result<()> {
         let kv = Kv::open("memory://", KvOptions::default()).await?;
-        let key = HeadKey::Extent { tree: 1, ino: 5, idx: 0 };
-        let mut st = TreeState { tree: 1, generation: 1, last_snapshot: 0 };
+        let key = HeadKey::Extent {
+            tree: 1,
+            ino: 5,
+            idx: 0,
+        };
+        let mut st = TreeState {
+            tree: 1,
+            generation: 1,
+            last_snapshot: 0,
+        };
 
         let mut t = kv.txn();
         assert_eq!(put(&mut t, &st, &key, ext(1)).await?, Retired::Nothing);
         // Replaced in the same generation with no snapshot: dropped.
-        assert_eq!(put(&mut t, &st, &key, ext(2)).await?, Retired::Dropped(ext(2 - 1)));
+        assert_eq!(
+            put(&mut t, &st, &key, ext(2)).await?,
+            Retired::Dropped(ext(2 - 1))
+        );
         t.commit().await?;
 
         // Snapshot at generation 1.
         st.last_snapshot = 1;
         st.generation = 2;
         let mut t = kv.txn();
-        assert_eq!(put(&mut t, &st, &key, ext(3)).await?, Retired::<ExtentRecord>::Kept);
-        assert_eq!(put(&mut t, &st, &key, ext(4)).await?, Retired::Dropped(ext(3)));
+        assert_eq!(
+            put(&mut t, &st, &key, ext(3)).await?,
+            Retired::<ExtentRecord>::Kept
+        );
+        assert_eq!(
+            put(&mut t, &st, &key, ext(4)).await?,
+            Retired::Dropped(ext(3))
+        );
         t.commit().await?;
 
         let t = kv.txn();
-        let snap = View { tree: 1, at: Some(1) };
+        let snap = View {
+            tree: 1,
+            at: Some(1),
+        };
         assert_eq!(get::<ExtentRecord>(&t, snap, &key).await?, Some(ext(2)));
-        assert_eq!(get::<ExtentRecord>(&t, View::head(1), &key).await?, Some(ext(4)));
+        assert_eq!(
+            get::<ExtentRecord>(&t, View::head(1), &key).await?,
+            Some(ext(4))
+        );
         assert_eq!(list_extents(&t, snap, 5, 0, 10).await?, vec![(0, ext(2))]);
 
         // Deleted after the snapshot: the snapshot still sees it.
         let mut t = kv.txn();
-        assert_eq!(delete::<ExtentRecord>(&mut t, &st, &key).await?, Retired::Dropped(ext(4)));
+        assert_eq!(
+            delete::<ExtentRecord>(&mut t, &st, &key).await?,
+            Retired::Dropped(ext(4))
+        );
         t.commit().await?;
         let t = kv.txn();
         assert_eq!(get::<ExtentRecord>(&t, snap, &key).await?, Some(ext(2)));
@@ -415,11 +494,24 @@ mod tests {
     #[tokio::test]
     async fn snapshot_listing_pages_through_head_and_history() -> Result<()> {
         let kv = Kv::open("memory://", KvOptions::default()).await?;
-        let mut st = TreeState { tree: 1, generation: 1, last_snapshot: 0 };
-        let rec = DirentRecord { ino: 9, kind: FileKind::Regular };
+        let mut st = TreeState {
+            tree: 1,
+            generation: 1,
+            last_snapshot: 0,
+        };
+        let rec = DirentRecord {
+            ino: 9,
+            kind: FileKind::Regular,
+        };
         let mut t = kv.txn();
         for i in 0..50u32 {
-            put(&mut t, &st, &HeadKey::dirent(1, 2, format!("f{i}").as_bytes()), rec).await?;
+            put(
+                &mut t,
+                &st,
+                &HeadKey::dirent(1, 2, format!("f{i}").as_bytes()),
+                rec,
+            )
+            .await?;
         }
         t.commit().await?;
         st.last_snapshot = 1;
@@ -430,11 +522,26 @@ mod tests {
             if i % 2 == 0 {
                 delete::<DirentRecord>(&mut t, &st, &k).await?;
             }
-            put(&mut t, &st, &HeadKey::dirent(1, 2, format!("g{i}").as_bytes()), rec).await?;
+            put(
+                &mut t,
+                &st,
+                &HeadKey::dirent(1, 2, format!("g{i}").as_bytes()),
+                rec,
+            )
+            .await?;
         }
         t.commit().await?;
         let t = kv.txn();
-        for (view, want) in [(View { tree: 1, at: Some(1) }, 50), (View::head(1), 75)] {
+        for (view, want) in [
+            (
+                View {
+                    tree: 1,
+                    at: Some(1),
+                },
+                50,
+            ),
+            (View::head(1), 75),
+        ] {
             let mut names = Vec::new();
             let mut after = 0;
             loop {
