@@ -215,6 +215,9 @@ impl Pending {
     /// negative or a new chunk's content was not staged: both are bugs or
     /// corruption, never input errors.
     pub async fn apply(self, txn: &mut Txn<'_>) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
         let stats_key = Key::Meta(STATS_KEY.to_vec()).encode();
         let mut st = match txn.get(&stats_key).await? {
             Some(b) => ChunkStats::decode(&b).ok_or_else(|| CasError::Corrupt {

@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 //! Storage-core benchmarks (run with `cargo xtask bench`):
 //! - sequential write and read of 256 MiB through the trait on `file://` (MiB/s)
 //! - 10,000 small-file creates without waiting for durability (ops/s)
@@ -28,25 +29,44 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 async fn open_file_store() -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().display());
-    let engine = Engine::open(&url, EngineOptions::default()).await.expect("open");
+    let engine = Engine::open(&url, EngineOptions::default())
+        .await
+        .expect("open");
     (dir, engine)
 }
 
 async fn write_file(fs: &dyn Filesystem, name: &[u8], data: &[u8]) -> u64 {
     let root = Creds::root();
-    let f = fs.create(&root, fs.info().root, name, CreateHow::Guarded, &SetAttr::default()).await.expect("create");
+    let f = fs
+        .create(
+            &root,
+            fs.info().root,
+            name,
+            CreateHow::Guarded,
+            &SetAttr::default(),
+        )
+        .await
+        .expect("create");
     for (i, piece) in data.chunks(MIB).enumerate() {
-        fs.write(&root, f.ino, (i * MIB) as u64, piece).await.expect("write");
+        fs.write(&root, f.ino, (i * MIB) as u64, piece)
+            .await
+            .expect("write");
     }
     f.ino
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let data = noise(TOTAL, 1);
 
     let mut g = c.benchmark_group("sequential_256MiB_file_store");
-    g.sample_size(10).measurement_time(Duration::from_secs(30)).throughput(Throughput::Bytes(TOTAL as u64));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::Bytes(TOTAL as u64));
     g.bench_function("write", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let data = &data;
@@ -97,9 +117,15 @@ fn bench(c: &mut Criterion) {
                 let root = Creds::root();
                 let t = Instant::now();
                 for i in 0..10_000 {
-                    fs.create(&root, 1, format!("f{i}").as_bytes(), CreateHow::Guarded, &SetAttr::default())
-                        .await
-                        .expect("create");
+                    fs.create(
+                        &root,
+                        1,
+                        format!("f{i}").as_bytes(),
+                        CreateHow::Guarded,
+                        &SetAttr::default(),
+                    )
+                    .await
+                    .expect("create");
                 }
                 total += t.elapsed();
                 engine.close().await.expect("close");

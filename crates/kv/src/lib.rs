@@ -275,6 +275,7 @@ impl Kv {
         Txn {
             kv: self,
             overlay: BTreeMap::new(),
+            read_cache: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -347,15 +348,29 @@ impl KvIter {
 pub struct Txn<'a> {
     kv: &'a Kv,
     overlay: BTreeMap<Vec<u8>, Option<Bytes>>,
+    /// Committed values already read by this transaction. Valid because
+    /// writers are serialised: nothing else commits while it is open.
+    read_cache: Mutex<std::collections::HashMap<Vec<u8>, Option<Bytes>>>,
 }
 
 impl Txn<'_> {
     /// Read a key, seeing this transaction's writes first.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.kv.get(key).await,
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.cache().get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.kv.get(key).await?;
+        self.cache().insert(key.to_vec(), v.clone());
+        Ok(v)
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Vec<u8>, Option<Bytes>>> {
+        self.read_cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Buffer a put.
