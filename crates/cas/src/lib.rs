@@ -125,26 +125,15 @@ pub struct ChunkStats {
 
 impl ChunkStats {
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(24);
-        v.extend_from_slice(&self.chunks.to_be_bytes());
-        v.extend_from_slice(&self.stored_bytes.to_be_bytes());
-        v.extend_from_slice(&self.plain_bytes.to_be_bytes());
-        v
+        cairn_codec::encode_u64s(&[self.chunks, self.stored_bytes, self.plain_bytes])
     }
 
     fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 24 {
-            return None;
-        }
-        let u = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            u64::from_be_bytes(a)
-        };
+        let [chunks, stored_bytes, plain_bytes] = cairn_codec::decode_u64s(b)?;
         Some(Self {
-            chunks: u(0),
-            stored_bytes: u(1),
-            plain_bytes: u(2),
+            chunks,
+            stored_bytes,
+            plain_bytes,
         })
     }
 }

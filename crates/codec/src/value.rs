@@ -360,6 +360,23 @@ impl Body for ExtentRecord {
     }
 }
 
+/// Encode a fixed tuple of u64s (big-endian), for small store-wide records.
+pub fn encode_u64s(values: &[u64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+/// Decode exactly `N` big-endian u64s; `None` if the length is wrong.
+pub fn decode_u64s<const N: usize>(bytes: &[u8]) -> Option<[u64; N]> {
+    if bytes.len() != N * 8 {
+        return None;
+    }
+    let mut out = [0u64; N];
+    for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+        *o = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    }
+    Some(out)
+}
+
 /// Encode a bare counter value.
 pub fn encode_u64(v: u64) -> Vec<u8> {
     v.to_be_bytes().to_vec()

@@ -208,26 +208,15 @@ impl Engine {
 
 /// Dataset registry record (the registry crate takes this over): tree state.
 fn encode_tree(t: &TreeState) -> Vec<u8> {
-    let mut v = Vec::with_capacity(24);
-    v.extend_from_slice(&t.tree.to_be_bytes());
-    v.extend_from_slice(&t.generation.to_be_bytes());
-    v.extend_from_slice(&t.last_snapshot.to_be_bytes());
-    v
+    cairn_codec::encode_u64s(&[t.tree, t.generation, t.last_snapshot])
 }
 
 fn decode_tree(b: &[u8]) -> Option<TreeState> {
-    if b.len() != 24 {
-        return None;
-    }
-    let u = |i: usize| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b[i * 8..i * 8 + 8]);
-        u64::from_be_bytes(a)
-    };
+    let [tree, generation, last_snapshot] = cairn_codec::decode_u64s(b)?;
     Some(TreeState {
-        tree: u(0),
-        generation: u(1),
-        last_snapshot: u(2),
+        tree,
+        generation,
+        last_snapshot,
     })
 }
 
