@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening store {url}"))?;
     println!("store: {}", engine.url());
-    let fs = engine.root_dataset();
+    let fs = engine.root_dataset().await;
     let root = Creds::root();
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let data: Vec<u8> = (0..8u32 << 20)

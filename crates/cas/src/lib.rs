@@ -273,8 +273,13 @@ impl Pending {
     }
 }
 
+/// Replace the store-wide statistics (gc recomputes them from the chunks).
+pub fn put_stats(txn: &mut Txn<'_>, st: &ChunkStats) {
+    txn.put(Key::Meta(STATS_KEY.to_vec()).encode(), st.encode());
+}
+
 /// Plaintext length of a stored chunk without decompressing it.
-fn chunk_plain_len(stored: &[u8]) -> u64 {
+pub fn chunk_plain_len(stored: &[u8]) -> u64 {
     match stored.split_first() {
         Some((&CODEC_LZ4, p)) if p.len() >= 4 => {
             u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64

@@ -36,6 +36,11 @@ impl<T: Body> Versioned<T> {
         }
     }
 
+    /// A whiteout born at `birth`: hides the key of a clone's origin.
+    pub fn whiteout(birth: u64) -> Self {
+        Self { birth, value: None }
+    }
+
     /// Encode header and body.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);

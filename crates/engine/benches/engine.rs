@@ -55,44 +55,34 @@ async fn write_file(fs: &dyn Filesystem, name: &[u8], data: &[u8]) -> u64 {
     f.ino
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let data = noise(TOTAL, 1);
-
-    let mut g = c.benchmark_group("sequential_256MiB_file_store");
+fn workloads(c: &mut Criterion, rt: &tokio::runtime::Runtime, flavour: &str, data: &[u8]) {
+    let mut g = c.benchmark_group(format!("{flavour}/sequential_256MiB_file_store"));
     g.sample_size(10)
         .measurement_time(Duration::from_secs(30))
         .throughput(Throughput::Bytes(TOTAL as u64));
     g.bench_function("write", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let data = &data;
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let (_dir, engine) = open_file_store().await;
-                    let fs = engine.root_dataset();
-                    let t = Instant::now();
-                    write_file(&fs, b"seq", data).await;
-                    total += t.elapsed();
-                    engine.close().await.expect("close");
-                }
-                total
+        b.to_async(rt).iter_custom(|iters| async move {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let (_dir, engine) = open_file_store().await;
+                let fs = engine.root_dataset().await;
+                let t = Instant::now();
+                write_file(&fs, b"seq", data).await;
+                total += t.elapsed();
+                engine.close().await.expect("close");
             }
+            total
         })
     });
     let (_dir, engine, ino) = rt.block_on(async {
         let (dir, engine) = open_file_store().await;
-        let ino = write_file(&engine.root_dataset(), b"seq", &data).await;
+        let ino = write_file(&engine.root_dataset().await, b"seq", data).await;
         engine.flush().await.expect("flush");
         (dir, engine, ino)
     });
     g.bench_function("read", |b| {
-        let fs = engine.root_dataset();
-        b.to_async(&rt).iter(|| {
+        let fs = rt.block_on(engine.root_dataset());
+        b.to_async(rt).iter(|| {
             let fs = fs.clone();
             async move {
                 let root = Creds::root();
@@ -106,14 +96,14 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    let mut g = c.benchmark_group("small_files");
+    let mut g = c.benchmark_group(format!("{flavour}/small_files"));
     g.sample_size(10).throughput(Throughput::Elements(10_000));
     g.bench_function("create_10k", |b| {
-        b.to_async(&rt).iter_custom(|iters| async move {
+        b.to_async(rt).iter_custom(|iters| async move {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let (_dir, engine) = open_file_store().await;
-                let fs = engine.root_dataset();
+                let fs = engine.root_dataset().await;
                 let root = Creds::root();
                 let t = Instant::now();
                 for i in 0..10_000 {
@@ -134,11 +124,30 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+}
 
+fn bench(c: &mut Criterion) {
+    let data = noise(TOTAL, 1);
+    // The same workloads on both tokio runtime flavours: a multi-threaded
+    // runtime pays a cross-thread wake-up for every hand-off to SlateDB's
+    // writer task, a current-thread runtime does not.
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for (flavour, rt) in [("current_thread", &single), ("multi_thread", &multi)] {
+        workloads(c, rt, flavour, &data);
+    }
+    let rt = &multi;
     // Dedup is a size, not a time: measure once and print the figure.
     rt.block_on(async {
         let (_dir, engine) = open_file_store().await;
-        let fs = engine.root_dataset();
+        let fs = engine.root_dataset().await;
         write_file(&fs, b"one", &data).await;
         write_file(&fs, b"two", &data).await;
         let st = engine.chunk_stats().await.expect("stats");

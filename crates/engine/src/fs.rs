@@ -24,14 +24,43 @@ use crate::{
 pub struct DatasetFs {
     inner: Arc<Inner>,
     view: View,
+    chunk_size: u32,
 }
 
 impl DatasetFs {
-    pub(crate) fn new(inner: Arc<Inner>, tree: u64, at: Option<u64>) -> Self {
+    pub(crate) fn new(inner: Arc<Inner>, view: View, chunk_size: u32) -> Self {
         Self {
             inner,
-            view: View { tree, at },
+            view,
+            chunk_size,
         }
+    }
+
+    /// The dataset's tree id.
+    pub fn tree(&self) -> u64 {
+        self.view.tree
+    }
+
+    /// The snapshot generation this view reads, or `None` for the live head.
+    pub fn generation(&self) -> Option<u64> {
+        self.view.at
+    }
+
+    /// `Stale` if the dataset or snapshot behind this view was deleted.
+    fn check_alive(&self) -> Result<()> {
+        if self.inner.is_live((self.view.tree, self.view.at)) {
+            return Ok(());
+        }
+        Err(err(
+            ErrorKind::Stale,
+            match self.view.at {
+                Some(g) => format!(
+                    "snapshot {g} of dataset {} no longer exists",
+                    self.view.tree
+                ),
+                None => format!("dataset {} no longer exists", self.view.tree),
+            },
+        ))
     }
 
     fn read_only(&self) -> bool {
@@ -49,6 +78,7 @@ impl DatasetFs {
     }
 
     async fn inode(&self, ino: u64) -> Result<InodeRecord> {
+        self.check_alive()?;
         let t = self.inner.kv.txn();
         cairn_meta::inode(&t, self.view, ino)
             .await
@@ -57,7 +87,7 @@ impl DatasetFs {
     }
 
     fn attr(&self, ino: u64, rec: &InodeRecord) -> Attr {
-        let cs = self.inner.chunk_size as u64;
+        let cs = self.chunk_size as u64;
         let used = match (&rec.inline, rec.kind) {
             (Some(d), _) => d.len() as u64,
             (None, FileKind::Regular) => rec.size.div_ceil(cs) * cs,
@@ -198,7 +228,7 @@ impl Filesystem for DatasetFs {
         FsInfo {
             root: ROOT_INO,
             read_only: self.read_only(),
-            chunk_size: self.inner.chunk_size,
+            chunk_size: self.chunk_size,
             max_file_size: MAX_FILE_SIZE,
         }
     }
@@ -408,7 +438,7 @@ impl Filesystem for DatasetFs {
                 eof,
             ));
         }
-        let cs = self.inner.chunk_size as u64;
+        let cs = self.chunk_size as u64;
         let first = offset / cs;
         let last = (end - 1) / cs;
         let t = self.inner.kv.txn();
@@ -416,7 +446,7 @@ impl Filesystem for DatasetFs {
             .await
             .map_err(meta_err)?;
         let kv = &self.inner.kv;
-        let max = self.inner.chunk_size as usize;
+        let max = self.chunk_size as usize;
         let chunks = futures::future::try_join_all(extents.iter().map(|(idx, e)| async move {
             cairn_cas::read_chunk(kv, &e.hash, max)
                 .await
@@ -943,8 +973,16 @@ impl Filesystem for DatasetFs {
     }
 
     async fn fsstat(&self) -> Result<FsStat> {
+        self.check_alive()?;
         let st = cairn_cas::stats(&self.inner.kv).await.map_err(cas_err)?;
-        let inodes = self.inner.writer.lock().await.inodes;
+        let inodes = {
+            let w = self.inner.writer.lock().await;
+            match self.view.at {
+                Some(g) => w.reg.snapshot(self.view.tree, g).map(|s| s.files),
+                None => w.reg.dataset(self.view.tree).map(|d| d.files),
+            }
+            .unwrap_or(0)
+        };
         let used = st.stored_bytes;
         Ok(FsStat {
             total_bytes: REPORTED_CAPACITY_BYTES.max(used),

@@ -10,12 +10,14 @@
 //! Must never know: NFS or protobuf types (protocol crates translate), the
 //! byte layout of keys (the codec owns it), SlateDB (the kv crate owns it).
 
+mod admin;
 mod fs;
 mod fsck;
 mod ops;
 mod perm;
+mod restore;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cairn_codec::{
@@ -23,18 +25,22 @@ use cairn_codec::{
 };
 use cairn_fs::{ErrorKind, FsError};
 use cairn_kv::{Kv, KvError, KvErrorKind, KvOptions};
-use cairn_meta::TreeState;
+use cairn_registry::{Registry, RegistryError};
 
+pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo};
 pub use cairn_fs as api;
+pub use cairn_registry::{ROOT_DATASET, SnapshotSpec};
+pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;
 pub use fsck::{FsckReport, Problem};
+pub use restore::RestoreReport;
 
 /// Files up to this many bytes are stored inline in their inode record.
 pub const INLINE_MAX: usize = 4096;
 /// Default chunk size (64 KiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// The root directory's inode number in every dataset.
 pub const ROOT_INO: u64 = 1;
 /// Capacity reported by fsstat (object stores have no fixed size): 1 PiB.
@@ -45,7 +51,6 @@ pub const REPORTED_CAPACITY_FILES: u64 = 1 << 40;
 const META_FORMAT: &[u8] = b"format";
 const META_CHUNK_SIZE: &[u8] = b"chunk_size";
 const META_NEXT_INO: &[u8] = b"next_ino";
-const META_INODES: &[u8] = b"inodes";
 const META_STORE_ID: &[u8] = b"store_id";
 
 /// Options for opening a store.
@@ -69,15 +74,40 @@ impl Default for EngineOptions {
 /// State only the writer touches, behind the writer lock.
 pub(crate) struct WriterState {
     pub(crate) next_ino: u64,
-    pub(crate) inodes: u64,
-    pub(crate) trees: HashMap<u64, TreeState>,
+    pub(crate) reg: Registry,
 }
+
+/// A view that readers may use: a dataset head (`None`) or a snapshot.
+pub(crate) type ViewId = (u64, Option<u64>);
 
 pub(crate) struct Inner {
     pub(crate) kv: Kv,
     pub(crate) chunk_size: u32,
     pub(crate) store_id: u64,
     pub(crate) writer: tokio::sync::Mutex<WriterState>,
+    /// Views that exist, published by the writer after registry changes so
+    /// lock-free readers can answer `Stale` for deleted ones.
+    pub(crate) live: std::sync::RwLock<HashSet<ViewId>>,
+}
+
+impl Inner {
+    pub(crate) fn is_live(&self, v: ViewId) -> bool {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&v)
+    }
+
+    /// Publish the registry's datasets and live snapshots to readers.
+    pub(crate) fn publish(&self, reg: &Registry) {
+        let mut set: HashSet<ViewId> = reg.datasets().map(|d| (d.id, None)).collect();
+        for d in reg.datasets() {
+            for s in reg.snapshots_of(d.id) {
+                set.insert((d.id, Some(s.generation)));
+            }
+        }
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = set;
+    }
 }
 
 /// An open cairn store.
@@ -85,9 +115,6 @@ pub(crate) struct Inner {
 pub struct Engine {
     inner: Arc<Inner>,
 }
-
-/// The tree id of the dataset a new store starts with.
-pub const ROOT_TREE: u64 = 1;
 
 impl Engine {
     /// Open the store at `url`, initialising it if it is empty.
@@ -140,31 +167,42 @@ impl Engine {
         let next_ino = read_u64(&kv, META_NEXT_INO)
             .await?
             .ok_or_else(|| missing("next_ino"))?;
-        let inodes = read_u64(&kv, META_INODES)
-            .await?
-            .ok_or_else(|| missing("inodes"))?;
         let store_id = read_u64(&kv, META_STORE_ID)
             .await?
             .ok_or_else(|| missing("store_id"))?;
-        let trees = load_trees(&kv).await?;
+        let reg = Registry::load(&kv).await.map_err(reg_err)?;
+        if reg.dataset(reg.default_id()).is_none() {
+            return Err(FsError::new(
+                ErrorKind::Corrupt,
+                "the default dataset record is missing",
+            ));
+        }
         tracing::info!(store = kv.url(), chunk_size, next_ino, "store opened");
-        Ok(Self {
+        let engine = Self {
             inner: Arc::new(Inner {
                 kv,
                 chunk_size: chunk_size as u32,
                 store_id,
-                writer: tokio::sync::Mutex::new(WriterState {
-                    next_ino,
-                    inodes,
-                    trees,
-                }),
+                writer: tokio::sync::Mutex::new(WriterState { next_ino, reg }),
+                live: Default::default(),
             }),
-        })
+        };
+        engine.resume().await?;
+        Ok(engine)
     }
 
-    /// The live, writable view of the store's first dataset.
-    pub fn root_dataset(&self) -> DatasetFs {
-        DatasetFs::new(self.inner.clone(), ROOT_TREE, None)
+    /// The live, writable view of the default dataset (`root` in a new
+    /// store).
+    pub async fn root_dataset(&self) -> DatasetFs {
+        let w = self.inner.writer.lock().await;
+        let id = w.reg.default_id();
+        self.fs_for(&w.reg, id, None).unwrap_or_else(|_| {
+            DatasetFs::new(
+                self.inner.clone(),
+                cairn_meta::View::head(id),
+                self.inner.chunk_size,
+            )
+        })
     }
 
     /// The store's location, safe to print.
@@ -184,8 +222,8 @@ impl Engine {
 
     /// Check every invariant of the store; see [`FsckReport`].
     pub async fn fsck(&self) -> Result<FsckReport, FsError> {
-        let _w = self.inner.writer.lock().await;
-        fsck::run(&self.inner).await
+        let w = self.inner.writer.lock().await;
+        fsck::run(&self.inner, &w.reg).await
     }
 
     /// Make every completed mutation durable.
@@ -206,41 +244,6 @@ impl Engine {
     }
 }
 
-/// Dataset registry record (the registry crate takes this over): tree state.
-fn encode_tree(t: &TreeState) -> Vec<u8> {
-    cairn_codec::encode_u64s(&[t.tree, t.generation, t.last_snapshot])
-}
-
-fn decode_tree(b: &[u8]) -> Option<TreeState> {
-    let [tree, generation, last_snapshot] = cairn_codec::decode_u64s(b)?;
-    Some(TreeState {
-        tree,
-        generation,
-        last_snapshot,
-    })
-}
-
-async fn load_trees(kv: &Kv) -> Result<HashMap<u64, TreeState>, FsError> {
-    let (start, end) = Key::prefix_range(cairn_codec::KeyPrefix::Dataset);
-    let mut out = HashMap::new();
-    for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
-        let t = decode_tree(&v).ok_or_else(|| {
-            FsError::new(
-                ErrorKind::Corrupt,
-                format!("dataset record {k:?} is malformed"),
-            )
-        })?;
-        out.insert(t.tree, t);
-    }
-    if !out.contains_key(&ROOT_TREE) {
-        return Err(FsError::new(
-            ErrorKind::Corrupt,
-            "the root dataset record is missing",
-        ));
-    }
-    Ok(out)
-}
-
 async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
     let mut t = kv.txn();
     let meta = |name: &[u8]| Key::Meta(name.to_vec()).encode();
@@ -256,14 +259,22 @@ async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
     t.put(meta(META_FORMAT), encode_u64(FORMAT_VERSION));
     t.put(meta(META_CHUNK_SIZE), encode_u64(chunk_size as u64));
     t.put(meta(META_NEXT_INO), encode_u64(ROOT_INO + 1));
-    t.put(meta(META_INODES), encode_u64(1));
     t.put(meta(META_STORE_ID), encode_u64(u64::from_be_bytes(id) | 1));
-    let tree = TreeState {
-        tree: ROOT_TREE,
-        generation: 1,
-        last_snapshot: 0,
-    };
-    t.put(Key::Dataset(ROOT_TREE).encode(), encode_tree(&tree));
+    let mut reg = Registry::default();
+    let tree = reg.alloc_tree(&mut t);
+    let ds = Registry::new_dataset(tree, ROOT_DATASET, chunk_size, None, 1);
+    let generation = ds.generation;
+    reg.put_dataset(&mut t, ds);
+    reg.set_default(&mut t, tree);
+    put_root_dir(&mut t, tree, generation);
+    t.commit().await.map_err(kv_err)?;
+    kv.flush().await.map_err(kv_err)?;
+    tracing::info!(store = kv.url(), chunk_size, "initialised a new store");
+    Ok(())
+}
+
+/// Stage the root directory of a new, empty tree.
+pub(crate) fn put_root_dir(t: &mut cairn_kv::Txn<'_>, tree: u64, generation: u64) {
     let now = Timestamp::now();
     let root = InodeRecord {
         kind: FileKind::Directory,
@@ -282,16 +293,12 @@ async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
     };
     t.put(
         HeadKey::Inode {
-            tree: ROOT_TREE,
+            tree,
             ino: ROOT_INO,
         }
         .encode(),
-        Versioned::new(tree.generation, root).encode(),
+        Versioned::new(generation, root).encode(),
     );
-    t.commit().await.map_err(kv_err)?;
-    kv.flush().await.map_err(kv_err)?;
-    tracing::info!(store = kv.url(), chunk_size, "initialised a new store");
-    Ok(())
 }
 
 pub(crate) fn kv_err(e: KvError) -> FsError {
@@ -330,8 +337,31 @@ pub(crate) fn meta_err(e: cairn_meta::MetaError) -> FsError {
     }
 }
 
+pub(crate) fn reg_err(e: RegistryError) -> FsError {
+    let kind = match e {
+        RegistryError::NotFound(m) => (ErrorKind::NotFound, m),
+        RegistryError::Exists(m) => (ErrorKind::Exists, m),
+        RegistryError::Invalid(m) | RegistryError::Ambiguous(m) => (ErrorKind::Invalid, m),
+        RegistryError::Busy(m) => (ErrorKind::Busy, m),
+        RegistryError::Corrupt(m) => (ErrorKind::Corrupt, format!("corrupt registry: {m}")),
+        RegistryError::Kv(e) => return kv_err(e),
+    };
+    FsError::new(kind.0, kind.1)
+}
+
+pub(crate) fn snap_err(e: cairn_snapshot::SnapshotError) -> FsError {
+    use cairn_snapshot::SnapshotError as S;
+    match e {
+        S::Registry(e) => reg_err(e),
+        S::Corrupt(m) => FsError::new(ErrorKind::Corrupt, m),
+        S::Meta(e) => meta_err(e),
+        S::Cas(e) => cas_err(e),
+        S::Kv(e) => kv_err(e),
+    }
+}
+
 pub(crate) fn meta_key(name: &[u8]) -> Vec<u8> {
     Key::Meta(name.to_vec()).encode()
 }
 
-pub(crate) use {META_INODES as INODES_KEY, META_NEXT_INO as NEXT_INO_KEY};
+pub(crate) use META_NEXT_INO as NEXT_INO_KEY;

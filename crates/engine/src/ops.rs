@@ -11,9 +11,9 @@ use cairn_fs::{Creds, ErrorKind, FsError, NAME_MAX};
 use cairn_kv::Txn;
 use cairn_meta::{Retired, TreeState, View};
 
-use crate::{
-    INLINE_MAX, INODES_KEY, Inner, NEXT_INO_KEY, WriterState, cas_err, kv_err, meta_err, meta_key,
-};
+use cairn_registry::{DatasetRecord, Registry};
+
+use crate::{INLINE_MAX, Inner, NEXT_INO_KEY, WriterState, cas_err, kv_err, meta_err, meta_key};
 
 pub(crate) type Result<T> = std::result::Result<T, FsError>;
 
@@ -62,33 +62,56 @@ pub(crate) struct Op<'a> {
     pub(crate) pending: Pending,
     pub(crate) tree: TreeState,
     pub(crate) now: Timestamp,
+    /// The dataset's record; staged at commit if its counters changed.
+    pub(crate) ds: DatasetRecord,
+    ds_dirty: bool,
+    view: View,
+    pub(crate) chunk_size: u32,
 }
 
 impl<'a> Op<'a> {
     pub(crate) fn new(inner: &'a Inner, w: &'a mut WriterState, tree: u64) -> Result<Self> {
-        let tree = *w.trees.get(&tree).ok_or_else(|| {
-            err(
-                ErrorKind::Stale,
-                format!("dataset tree {tree} no longer exists"),
-            )
-        })?;
+        let ds = w
+            .reg
+            .dataset(tree)
+            .cloned()
+            .ok_or_else(|| err(ErrorKind::Stale, format!("dataset {tree} no longer exists")))?;
+        if ds.read_only {
+            return Err(err(
+                ErrorKind::ReadOnly,
+                format!("dataset {:?} is read-only", ds.name),
+            ));
+        }
+        let view = w.reg.head_view(tree).map_err(crate::reg_err)?;
         Ok(Self {
             txn: inner.kv.txn(),
             inner,
             w,
             pending: Pending::new(),
-            tree,
+            tree: ds.tree_state(),
             now: Timestamp::now(),
+            chunk_size: ds.chunk_size,
+            ds,
+            ds_dirty: false,
+            view,
         })
     }
 
     pub(crate) async fn commit(mut self) -> Result<()> {
         self.pending.apply(&mut self.txn).await.map_err(cas_err)?;
-        self.txn.commit().await.map_err(kv_err)
+        if self.ds_dirty {
+            let (k, v) = Registry::encode_dataset(&self.ds);
+            self.txn.put(k, v);
+        }
+        self.txn.commit().await.map_err(kv_err)?;
+        if self.ds_dirty {
+            self.w.reg.refresh_dataset(self.ds);
+        }
+        Ok(())
     }
 
-    fn view(&self) -> View {
-        View::head(self.tree.tree)
+    pub(crate) fn view(&self) -> View {
+        self.view
     }
 
     fn ikey(&self, ino: u64) -> HeadKey {
@@ -163,9 +186,8 @@ impl<'a> Op<'a> {
     }
 
     pub(crate) fn count_inodes(&mut self, delta: i64) {
-        self.w.inodes = self.w.inodes.saturating_add_signed(delta);
-        self.txn
-            .put(meta_key(INODES_KEY), encode_u64(self.w.inodes));
+        self.ds.files = self.ds.files.saturating_add_signed(delta);
+        self.ds_dirty = true;
     }
 
     /// A new inode record owned by `creds`, in directory `parent_rec`.
@@ -280,7 +302,7 @@ impl<'a> Op<'a> {
         if let Some(staged) = self.pending.staged(&e.hash) {
             return Ok(staged);
         }
-        cairn_cas::read_chunk(&self.inner.kv, &e.hash, self.inner.chunk_size as usize)
+        cairn_cas::read_chunk(&self.inner.kv, &e.hash, self.chunk_size as usize)
             .await
             .map_err(cas_err)
     }
@@ -320,7 +342,7 @@ impl<'a> Op<'a> {
             return Ok(());
         }
         self.uninline(ino, rec).await?;
-        let cs = self.inner.chunk_size as u64;
+        let cs = self.chunk_size as u64;
         let first = offset / cs;
         let last = (end - 1) / cs;
         for idx in first..=last {
@@ -370,7 +392,7 @@ impl<'a> Op<'a> {
             return Ok(());
         }
         if size < rec.size {
-            let cs = self.inner.chunk_size as u64;
+            let cs = self.chunk_size as u64;
             let keep = size.div_ceil(cs);
             self.drop_extents_from(ino, keep).await?;
             let tail = (size % cs) as usize;

@@ -6,7 +6,7 @@ async fn check(url: &str) {
     let engine = Engine::open(url, EngineOptions::default())
         .await
         .expect("open store");
-    let fs = engine.root_dataset();
+    let fs = engine.root_dataset().await;
     if let Err(failures) = cairn_fs::conformance::run(&fs).await {
         panic!("conformance failures on {url}:\n{failures}");
     }

@@ -10,7 +10,7 @@ async fn setup() -> (Engine, u64) {
     let engine = Engine::open("memory://", EngineOptions::default())
         .await
         .expect("open");
-    let fs = engine.root_dataset();
+    let fs = engine.root_dataset().await;
     let root = Creds::root();
     let f = fs
         .create(&root, 1, b"f", CreateHow::Guarded, &SetAttr::default())
@@ -66,7 +66,7 @@ async fn flipped_chunk_byte_is_reported_and_never_read() {
     t.commit().await.expect("plant");
     let r = engine.fsck().await.expect("fsck");
     assert!(classes(&r).contains(&"checksum"), "{r}");
-    let fs = engine.root_dataset();
+    let fs = engine.root_dataset().await;
     let mut saw_corrupt = false;
     for off in (0..200_000).step_by(65536) {
         if let Err(e) = fs.read(&Creds::root(), ino, off, 65536).await {

@@ -505,7 +505,7 @@ fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
         )
         .await
         .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
-        let fs = engine.root_dataset();
+        let fs = engine.root_dataset().await;
         let mut model = Model::default();
         for (i, op) in ops.iter().enumerate() {
             let want = model.apply(op);

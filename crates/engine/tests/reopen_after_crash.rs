@@ -16,7 +16,7 @@ async fn durable_writes_survive_an_unclean_drop() {
         let engine = Engine::open(&url, EngineOptions::default())
             .await
             .expect("open");
-        let fs = engine.root_dataset();
+        let fs = engine.root_dataset().await;
         let r = fs.info().root;
         let f = fs
             .create(&root, r, b"big", CreateHow::Guarded, &SetAttr::default())
@@ -46,7 +46,7 @@ async fn durable_writes_survive_an_unclean_drop() {
     let engine = Engine::open(&url, EngineOptions::default())
         .await
         .expect("reopen");
-    let fs = engine.root_dataset();
+    let fs = engine.root_dataset().await;
     let (data, eof) = fs.read(&root, file, 0, 2_000_000).await.expect("read big");
     assert!(eof);
     assert!(

@@ -67,6 +67,9 @@ pub enum ErrorKind {
     NotSync,
     /// Not supported by this filesystem (EOPNOTSUPP).
     NotSupported,
+    /// Refused because something depends on it: a snapshot with clones, a
+    /// dataset with snapshots, the default dataset (EBUSY).
+    Busy,
     /// The object store failed or is unreachable; retry later (EIO).
     Io,
     /// Stored data failed verification; nothing wrong was returned (EIO).
@@ -94,6 +97,7 @@ impl ErrorKind {
             ErrorKind::TooManyLinks => 31,
             ErrorKind::Stale => 116,
             ErrorKind::NotSupported => 95,
+            ErrorKind::Busy => 16,
             ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::Poisoned => 5,
         }
     }

@@ -7,6 +7,11 @@
 //! to a history key with a dead-list entry. See
 //! `../shared/design/storage-model.md` sections 2 and 3.
 //!
+//! Clones: a tree may have an origin, a frozen generation of another tree
+//! (itself possibly a clone). A read that finds no version in the tree falls
+//! through to the origin at that generation; deleting in a clone writes a
+//! whiteout (a versioned "absent" record) so inherited keys stay hidden.
+//!
 //! Must never know: chunk bytes or refcounts (it returns the extents it
 //! dropped; the caller decrements their chunks), paths, permissions, NFS or
 //! protobuf.
@@ -57,22 +62,89 @@ pub struct TreeState {
     /// The newest snapshot's generation (0 if none): versions born at or
     /// before it are visible to a snapshot and must be kept in history.
     pub last_snapshot: u64,
+    /// Whether the tree is a clone (deletes write whiteouts).
+    pub has_origin: bool,
 }
 
-/// Which version of a tree to read: the live head, or a snapshot generation.
+/// How many clone-of-a-clone levels a view can read through.
+pub const MAX_CLONE_DEPTH: usize = 8;
+
+/// The origin chain of a clone: `(tree, generation)` pairs, nearest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lineage {
+    len: u8,
+    links: [(u64, u64); MAX_CLONE_DEPTH],
+}
+
+impl Lineage {
+    /// No origin.
+    pub const NONE: Lineage = Lineage {
+        len: 0,
+        links: [(0, 0); MAX_CLONE_DEPTH],
+    };
+
+    /// A chain from nearest origin to farthest; `None` if it is too deep.
+    pub fn new(links: &[(u64, u64)]) -> Option<Self> {
+        if links.len() > MAX_CLONE_DEPTH {
+            return None;
+        }
+        let mut l = Lineage::NONE;
+        l.links[..links.len()].copy_from_slice(links);
+        l.len = links.len() as u8;
+        Some(l)
+    }
+
+    /// The links, nearest origin first.
+    pub fn links(&self) -> &[(u64, u64)] {
+        &self.links[..self.len as usize]
+    }
+
+    /// Whether there is no origin.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The view of the nearest origin, with the rest of the chain.
+    pub fn origin_view(&self) -> Option<View> {
+        let (&(tree, at), rest) = self.links().split_first()?;
+        Some(View {
+            tree,
+            at: Some(at),
+            lineage: Lineage::new(rest).unwrap_or(Lineage::NONE),
+        })
+    }
+}
+
+/// Which version of a tree to read: the live head, or a snapshot generation,
+/// reading through to the tree's origins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct View {
     /// Tree id.
     pub tree: u64,
     /// `None` reads the head; `Some(g)` reads as of generation `g`.
     pub at: Option<u64>,
+    /// Where reads that miss in this tree go.
+    pub lineage: Lineage,
 }
 
 impl View {
-    /// The live head of `tree`.
+    /// The live head of `tree`, which has no origin.
     pub fn head(tree: u64) -> Self {
-        Self { tree, at: None }
+        Self {
+            tree,
+            at: None,
+            lineage: Lineage::NONE,
+        }
     }
+}
+
+/// Rewrite the tree id of an encoded per-tree key (head or history) in place.
+fn retree(key: &[u8], tree: u64) -> Vec<u8> {
+    let mut k = key.to_vec();
+    if k.len() >= 9 {
+        k[1..9].copy_from_slice(&tree.to_be_bytes());
+    }
+    k
 }
 
 /// Read one record as `view` sees it. Whiteouts read as absent.
@@ -80,10 +152,33 @@ pub async fn get<T: Body>(r: &Txn<'_>, view: View, key: &HeadKey) -> Result<Opti
     Ok(get_versioned(r, view, key).await?.and_then(|v| v.value))
 }
 
-/// Read one record with its birth generation.
+/// Read one record with its birth generation (whiteouts included: a
+/// `Versioned` with no value). Misses fall through to the view's origins.
 pub async fn get_versioned<T: Body>(
     r: &Txn<'_>,
     view: View,
+    key: &HeadKey,
+) -> Result<Option<Versioned<T>>> {
+    let mut view = view;
+    let mut key = key.clone();
+    loop {
+        if let Some(v) = get_own::<T>(r, view.at, &key).await? {
+            return Ok(Some(v));
+        }
+        match view.lineage.origin_view() {
+            Some(o) => {
+                key = key.with_tree(o.tree);
+                view = o;
+            }
+            None => return Ok(None),
+        }
+    }
+}
+
+/// The version of `key` in its own tree as of `at` (no fall-through).
+async fn get_own<T: Body>(
+    r: &Txn<'_>,
+    at: Option<u64>,
     key: &HeadKey,
 ) -> Result<Option<Versioned<T>>> {
     let hk = key.encode();
@@ -91,7 +186,7 @@ pub async fn get_versioned<T: Body>(
         Some(b) => Some(decode::<T>(&hk, &b)?),
         None => None,
     };
-    let Some(at) = view.at else {
+    let Some(at) = at else {
         return Ok(head);
     };
     if let Some(h) = &head
@@ -181,7 +276,15 @@ pub async fn delete<T: Body>(
 ) -> Result<Retired<T>> {
     debug_assert_eq!(key.tree(), tree.tree);
     let retired = retire::<T>(txn, tree, key).await?;
-    txn.delete(key.encode());
+    if tree.has_origin {
+        // The origin may hold this key: hide it.
+        txn.put(
+            key.encode(),
+            Versioned::<T>::whiteout(tree.generation).encode(),
+        );
+    } else {
+        txn.delete(key.encode());
+    }
     Ok(retired)
 }
 
@@ -315,9 +418,67 @@ pub async fn list_extents(
 }
 
 /// Head-key-ordered versions visible to `view` within head range
-/// `[start, end)`: up to `limit` (key, value) pairs, whiteouts included, and
-/// whether the range was exhausted.
-async fn visible_range(
+/// `[start, end)` (keys in `view.tree`), reading through origins: up to
+/// `limit` (key, value) pairs, whiteouts included, and whether the range was
+/// exhausted.
+pub async fn visible_range(
+    r: &Txn<'_>,
+    view: View,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+    let (own, own_done) = visible_range_own(r, view, start, end, limit).await?;
+    let Some(origin) = view.lineage.origin_view() else {
+        return Ok((own, own_done));
+    };
+    let (inherited, inh_done) = Box::pin(visible_range(
+        r,
+        origin,
+        &retree(start, origin.tree),
+        &retree(end, origin.tree),
+        limit,
+    ))
+    .await?;
+    // Everything up to `cutoff` (inclusive) is complete in both streams.
+    let mut cutoff: Option<Vec<u8>> = None;
+    if !own_done && let Some((k, _)) = own.last() {
+        cutoff = Some(k.to_vec());
+    }
+    if !inh_done && let Some((k, _)) = inherited.last() {
+        let k = retree(k, view.tree);
+        cutoff = Some(match cutoff {
+            Some(c) if c <= k => c,
+            _ => k,
+        });
+    }
+    let within = |k: &[u8]| cutoff.as_deref().is_none_or(|c| k <= c);
+    let mut merged: std::collections::BTreeMap<Vec<u8>, Bytes> = Default::default();
+    for (k, v) in inherited {
+        let k = retree(&k, view.tree);
+        if within(&k) {
+            merged.insert(k, v);
+        }
+    }
+    for (k, v) in own {
+        if within(&k) {
+            merged.insert(k.to_vec(), v);
+        }
+    }
+    let mut out: Vec<(Bytes, Bytes)> = merged
+        .into_iter()
+        .map(|(k, v)| (Bytes::from(k), v))
+        .collect();
+    let mut exhausted = cutoff.is_none();
+    if out.len() > limit {
+        out.truncate(limit);
+        exhausted = false;
+    }
+    Ok((out, exhausted))
+}
+
+/// [`visible_range`] of the view's own tree only.
+async fn visible_range_own(
     r: &Txn<'_>,
     view: View,
     start: &[u8],
@@ -441,6 +602,7 @@ mod tests {
             tree: 1,
             generation: 1,
             last_snapshot: 0,
+            has_origin: false,
         };
 
         let mut t = kv.txn();
@@ -468,8 +630,8 @@ mod tests {
 
         let t = kv.txn();
         let snap = View {
-            tree: 1,
             at: Some(1),
+            ..View::head(1)
         };
         assert_eq!(get::<ExtentRecord>(&t, snap, &key).await?, Some(ext(2)));
         assert_eq!(
@@ -498,6 +660,7 @@ mod tests {
             tree: 1,
             generation: 1,
             last_snapshot: 0,
+            has_origin: false,
         };
         let rec = DirentRecord {
             ino: 9,
@@ -535,8 +698,8 @@ mod tests {
         for (view, want) in [
             (
                 View {
-                    tree: 1,
                     at: Some(1),
+                    ..View::head(1)
                 },
                 50,
             ),
@@ -558,6 +721,86 @@ mod tests {
             names.dedup();
             assert_eq!(names.len(), want, "{view:?}");
         }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn clone_reads_through_and_whiteouts_hide() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let origin = TreeState {
+            tree: 1,
+            generation: 2,
+            last_snapshot: 1,
+            has_origin: false,
+        };
+        let rec = |ino| DirentRecord {
+            ino,
+            kind: FileKind::Regular,
+        };
+        let mut t = kv.txn();
+        let origin_at_1 = TreeState {
+            generation: 1,
+            last_snapshot: 0,
+            ..origin
+        };
+        for i in 0..20u64 {
+            put(
+                &mut t,
+                &origin_at_1,
+                &HeadKey::dirent(1, 2, format!("f{i:02}").as_bytes()),
+                rec(i),
+            )
+            .await?;
+        }
+        t.commit().await?;
+        // Origin changes after the snapshot at 1 do not reach the clone.
+        let mut t = kv.txn();
+        delete::<DirentRecord>(&mut t, &origin, &HeadKey::dirent(1, 2, b"f00")).await?;
+        t.commit().await?;
+
+        let clone = TreeState {
+            tree: 7,
+            generation: 1,
+            last_snapshot: 0,
+            has_origin: true,
+        };
+        let view = View {
+            tree: 7,
+            at: None,
+            lineage: Lineage::new(&[(1, 1)]).expect("short chain"),
+        };
+        let mut t = kv.txn();
+        delete::<DirentRecord>(&mut t, &clone, &HeadKey::dirent(7, 2, b"f01")).await?;
+        put(&mut t, &clone, &HeadKey::dirent(7, 2, b"f02"), rec(99)).await?;
+        put(&mut t, &clone, &HeadKey::dirent(7, 2, b"new"), rec(100)).await?;
+        t.commit().await?;
+
+        let t = kv.txn();
+        assert_eq!(dirent(&t, view, 2, b"f00").await?, Some(rec(0)));
+        assert_eq!(dirent(&t, view, 2, b"f01").await?, None);
+        assert_eq!(dirent(&t, view, 2, b"f02").await?, Some(rec(99)));
+        assert_eq!(dirent(&t, View::head(1), 2, b"f02").await?, Some(rec(2)));
+        assert_eq!(dirent(&t, View::head(1), 2, b"new").await?, None);
+        let mut seen = Vec::new();
+        let mut after = 0;
+        loop {
+            let (page, done) = list_dirents(&t, view, 2, after, 3).await?;
+            if let Some(last) = page.last() {
+                after = last.cookie;
+            }
+            seen.extend(page.into_iter().map(|e| (e.name, e.record.ino)));
+            if done {
+                break;
+            }
+        }
+        seen.sort();
+        let mut want: Vec<(Vec<u8>, u64)> = (0..20u64)
+            .filter(|i| *i != 1)
+            .map(|i| (format!("f{i:02}").into_bytes(), if i == 2 { 99 } else { i }))
+            .collect();
+        want.push((b"new".to_vec(), 100));
+        want.sort();
+        assert_eq!(seen, want);
         Ok(())
     }
 }

@@ -1,0 +1,779 @@
+//! Dataset and snapshot administration on an open [`Engine`]: the calls the
+//! admin API and CLI make. Each runs under the writer lock; each change of
+//! the registry is one atomic batch (snapshot destruction is several,
+//! resumable).
+
+use std::collections::HashMap;
+
+use cairn_cas::Pending;
+use cairn_codec::{ExtentRecord, FileKind, InodeRecord, Key, KeyPrefix, Timestamp, Versioned};
+use cairn_fs::{ErrorKind, FsError};
+use cairn_meta::View;
+use cairn_registry::{DatasetRecord, Registry, SnapshotRecord, SnapshotSpec, validate_name};
+use cairn_snapshot::{DiffEntry, RollbackReport};
+
+use crate::{
+    DatasetFs, Engine, ROOT_INO, WriterState, cas_err, kv_err, meta_err, put_root_dir, reg_err,
+    snap_err,
+};
+
+type Result<T> = std::result::Result<T, FsError>;
+
+/// Dead-list entries freed per batch while destroying a snapshot.
+const DESTROY_BATCH: usize = 4096;
+
+/// Options for a new dataset.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetOptions {
+    /// Chunk size (power of two, 4 KiB to 1 MiB); the store's default if unset.
+    pub chunk_size: Option<u32>,
+}
+
+/// What `dataset info` and `dataset list` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetInfo {
+    /// Dataset id (its tree id).
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// UUID, formatted.
+    pub uuid: String,
+    /// Creation time.
+    pub created: Timestamp,
+    /// `dataset@snapshot` it was cloned from.
+    pub origin: Option<String>,
+    /// Whether writes are refused.
+    pub read_only: bool,
+    /// Whether it is the default dataset.
+    pub default: bool,
+    /// Chunk size of its files.
+    pub chunk_size: u32,
+    /// Inodes in the live tree.
+    pub files: u64,
+    /// Sum of the sizes of its live files (computed: walks the dataset).
+    pub logical_bytes: Option<u64>,
+    /// Bytes of chunks only this dataset (head and snapshots) references
+    /// (computed: walks the dataset).
+    pub unique_bytes: Option<u64>,
+    /// Current generation.
+    pub generation: u64,
+    /// Number of snapshots.
+    pub snapshots: usize,
+}
+
+/// What `snapshot list` and `snapshot info` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Dataset name.
+    pub dataset: String,
+    /// Snapshot name.
+    pub name: String,
+    /// The frozen generation.
+    pub generation: u64,
+    /// Creation time.
+    pub created: Timestamp,
+    /// Inodes it holds.
+    pub files: u64,
+    /// Sum of its file sizes (computed by `snapshot info`).
+    pub referenced_bytes: Option<u64>,
+    /// Bytes of the versions only it sees: what deleting it frees, before
+    /// dedup against other chunks (computed by `snapshot info`).
+    pub unique_bytes: Option<u64>,
+    /// Bytes of file data written between the previous snapshot and this one
+    /// (computed by `snapshot info`).
+    pub written_bytes: Option<u64>,
+    /// Datasets cloned from it.
+    pub clones: Vec<String>,
+}
+
+/// What `gc` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Chunks examined.
+    pub chunks: u64,
+    /// Chunks deleted because nothing referenced them.
+    pub swept: u64,
+    /// Stored bytes freed.
+    pub freed_bytes: u64,
+    /// Refcounts corrected to the number of extent records.
+    pub fixed_refcounts: u64,
+}
+
+fn format_uuid(u: &[u8; 16]) -> String {
+    let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+impl Engine {
+    /// A filesystem view of dataset `id` at `at` (`None`: live head).
+    pub(crate) fn fs_for(&self, reg: &Registry, id: u64, at: Option<u64>) -> Result<DatasetFs> {
+        let d = reg
+            .dataset(id)
+            .ok_or_else(|| FsError::new(ErrorKind::NotFound, format!("no dataset with id {id}")))?;
+        let view = match at {
+            Some(g) => reg.snapshot_view(id, g),
+            None => reg.head_view(id),
+        }
+        .map_err(reg_err)?;
+        Ok(DatasetFs::new(self.inner.clone(), view, d.chunk_size))
+    }
+
+    /// Finish work a crash interrupted (snapshot destruction).
+    pub(crate) async fn resume(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock().await;
+        let pending: Vec<(u64, u64)> = w
+            .reg
+            .all_snapshots()
+            .filter(|s| s.destroying.is_some())
+            .map(|s| (s.tree, s.generation))
+            .collect();
+        for (tree, generation) in pending {
+            tracing::info!(
+                tree,
+                generation,
+                "resuming an interrupted snapshot deletion"
+            );
+            self.finish_destroy(&mut w, tree, generation).await?;
+        }
+        self.inner.publish(&w.reg);
+        Ok(())
+    }
+
+    /// The live view of dataset `name`.
+    pub async fn dataset(&self, name: &str) -> Result<DatasetFs> {
+        let w = self.inner.writer.lock().await;
+        let id = w.reg.by_name(name).map_err(reg_err)?.id;
+        self.fs_for(&w.reg, id, None)
+    }
+
+    /// The read-only view of a snapshot (`dataset@snap` or a bare name).
+    pub async fn snapshot(&self, spec: &str) -> Result<DatasetFs> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let w = self.inner.writer.lock().await;
+        let s = w.reg.resolve(&spec).map_err(reg_err)?;
+        self.fs_for(&w.reg, s.tree, Some(s.generation))
+    }
+
+    /// Create an empty dataset.
+    pub async fn create_dataset(&self, name: &str, opts: DatasetOptions) -> Result<DatasetInfo> {
+        let chunk_size = opts.chunk_size.unwrap_or(self.inner.chunk_size);
+        if !chunk_size.is_power_of_two() || !(4096..=1 << 20).contains(&chunk_size) {
+            return Err(FsError::new(
+                ErrorKind::Invalid,
+                format!("chunk size {chunk_size} must be a power of two between 4 KiB and 1 MiB"),
+            ));
+        }
+        let mut w = self.inner.writer.lock().await;
+        w.reg.check_new_dataset_name(name).map_err(reg_err)?;
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        let id = reg.alloc_tree(&mut t);
+        let d = Registry::new_dataset(id, name, chunk_size, None, 1);
+        put_root_dir(&mut t, id, d.generation);
+        reg.put_dataset(&mut t, d);
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        self.inner.publish(&w.reg);
+        tracing::info!(dataset = name, id, "created dataset");
+        self.info_of(&w, id, false).await
+    }
+
+    /// Every dataset (cheap fields only), by name.
+    pub async fn list_datasets(&self) -> Result<Vec<DatasetInfo>> {
+        let w = self.inner.writer.lock().await;
+        let ids: Vec<u64> = w.reg.datasets().map(|d| d.id).collect();
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(self.info_of(&w, id, false).await?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// One dataset, with computed sizes.
+    pub async fn dataset_info(&self, name: &str) -> Result<DatasetInfo> {
+        let w = self.inner.writer.lock().await;
+        let id = w.reg.by_name(name).map_err(reg_err)?.id;
+        self.info_of(&w, id, true).await
+    }
+
+    async fn info_of(&self, w: &WriterState, id: u64, sizes: bool) -> Result<DatasetInfo> {
+        let d = w
+            .reg
+            .dataset(id)
+            .ok_or_else(|| FsError::new(ErrorKind::NotFound, format!("no dataset {id}")))?;
+        let origin = d.origin.map(|(t, g)| {
+            let snap = w
+                .reg
+                .snapshot(t, g)
+                .map_or_else(|| format!("#{g}"), |s| s.name.clone());
+            format!("{}@{snap}", w.reg.name_of(t))
+        });
+        let (logical, unique) = if sizes {
+            let view = w.reg.head_view(id).map_err(reg_err)?;
+            let logical = self.logical_bytes(view).await?;
+            let unique = self.unique_bytes(id).await?;
+            (Some(logical), Some(unique))
+        } else {
+            (None, None)
+        };
+        Ok(DatasetInfo {
+            id,
+            name: d.name.clone(),
+            uuid: format_uuid(&d.uuid),
+            created: d.created,
+            origin,
+            read_only: d.read_only,
+            default: w.reg.default_id() == id,
+            chunk_size: d.chunk_size,
+            files: d.files,
+            logical_bytes: logical,
+            unique_bytes: unique,
+            generation: d.generation,
+            snapshots: w.reg.snapshots_of(id).len(),
+        })
+    }
+
+    /// Sum of the sizes of regular files visible in `view`.
+    async fn logical_bytes(&self, view: View) -> Result<u64> {
+        let t = self.inner.kv.txn();
+        let (start, end) = Key::tree_range(KeyPrefix::Inode, view.tree);
+        let (recs, _) = cairn_meta::visible_range(&t, view, &start, &end, usize::MAX)
+            .await
+            .map_err(meta_err)?;
+        let mut total = 0u64;
+        for (k, v) in recs {
+            let rec = Versioned::<InodeRecord>::decode(&v)
+                .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("inode {k:?}: {e}")))?;
+            if let Some(r) = rec.value
+                && r.kind == FileKind::Regular
+            {
+                total += r.size;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Stored bytes of chunks every reference to which lies in tree `id`.
+    async fn unique_bytes(&self, id: u64) -> Result<u64> {
+        let kv = &self.inner.kv;
+        let mut refs: HashMap<cairn_codec::ChunkHash, u64> = HashMap::new();
+        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
+            let (start, end) = Key::tree_range(kind, id);
+            for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+                let rec = Versioned::<ExtentRecord>::decode(&v)
+                    .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
+                if let Some(e) = rec.value {
+                    *refs.entry(e.hash).or_default() += 1;
+                }
+            }
+        }
+        let mut total = 0u64;
+        for (h, n) in refs {
+            if cairn_cas::refcount(kv, &h).await.map_err(cas_err)? == n
+                && let Some(b) = kv.get(&Key::Chunk(h).encode()).await.map_err(kv_err)?
+            {
+                total += b.len() as u64;
+            }
+        }
+        Ok(total)
+    }
+
+    /// Delete a dataset and everything in it. Refuses the default dataset,
+    /// and one with snapshots unless `recursive` (which destroys them first;
+    /// still refused if a snapshot has clones).
+    pub async fn delete_dataset(&self, name: &str, recursive: bool) -> Result<()> {
+        let mut w = self.inner.writer.lock().await;
+        let d = w.reg.by_name(name).map_err(reg_err)?.clone();
+        if w.reg.default_id() == d.id {
+            return Err(FsError::new(
+                ErrorKind::Busy,
+                format!("dataset {name:?} is the default; make another dataset the default first"),
+            ));
+        }
+        let snaps: Vec<SnapshotRecord> = w.reg.snapshots_of(d.id).into_iter().cloned().collect();
+        if !snaps.is_empty() && !recursive {
+            return Err(FsError::new(
+                ErrorKind::Busy,
+                format!(
+                    "dataset {name:?} has {} snapshot(s) ({}); delete them or ask for a recursive delete",
+                    snaps.len(),
+                    snaps
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        for s in &snaps {
+            let clones = w.reg.clones_of(d.id, s.generation);
+            if !clones.is_empty() {
+                return Err(FsError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "snapshot {name}@{} has dependent clones: {}; delete them first",
+                        s.name,
+                        clones
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        for s in snaps.iter().rev() {
+            self.destroy_snapshot(&mut w, s.tree, s.generation).await?;
+        }
+        // Free the tree: every record (head and history) of every kind, in
+        // batches; the registry record goes last so a crash leaves a
+        // dataset that can be deleted again.
+        let kv = &self.inner.kv;
+        for kind in [
+            KeyPrefix::Dirent,
+            KeyPrefix::HistDirent,
+            KeyPrefix::Extent,
+            KeyPrefix::HistExtent,
+            KeyPrefix::Inode,
+            KeyPrefix::HistInode,
+            KeyPrefix::Dead,
+        ] {
+            let (start, end) = Key::tree_range(kind, d.id);
+            loop {
+                let page = kv.scan(&start, &end, DESTROY_BATCH).await.map_err(kv_err)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut t = kv.txn();
+                let mut pending = Pending::new();
+                for (k, v) in &page {
+                    if matches!(kind, KeyPrefix::Extent | KeyPrefix::HistExtent) {
+                        let rec = Versioned::<ExtentRecord>::decode(v).map_err(|e| {
+                            FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}"))
+                        })?;
+                        if let Some(e) = rec.value {
+                            pending.decref(e.hash);
+                        }
+                    }
+                    t.delete(k.to_vec());
+                }
+                pending.apply(&mut t).await.map_err(cas_err)?;
+                t.commit().await.map_err(kv_err)?;
+            }
+        }
+        let mut reg = w.reg.clone();
+        let mut t = kv.txn();
+        reg.remove_dataset(&mut t, d.id);
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        self.inner.publish(&w.reg);
+        tracing::info!(dataset = name, "deleted dataset");
+        Ok(())
+    }
+
+    /// Make `name` the default dataset.
+    pub async fn set_default_dataset(&self, name: &str) -> Result<()> {
+        let mut w = self.inner.writer.lock().await;
+        let id = w.reg.by_name(name).map_err(reg_err)?.id;
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        reg.set_default(&mut t, id);
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        Ok(())
+    }
+
+    /// The default dataset's name.
+    pub async fn default_dataset(&self) -> Result<String> {
+        let w = self.inner.writer.lock().await;
+        Ok(w.reg.name_of(w.reg.default_id()))
+    }
+
+    /// Make a dataset read-only (or writable again).
+    pub async fn set_read_only(&self, name: &str, read_only: bool) -> Result<()> {
+        let mut w = self.inner.writer.lock().await;
+        let mut d = w.reg.by_name(name).map_err(reg_err)?.clone();
+        d.read_only = read_only;
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        reg.put_dataset(&mut t, d);
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        Ok(())
+    }
+
+    /// Take snapshot `name` of dataset `dataset`: one small batch, whatever
+    /// the dataset's size.
+    pub async fn create_snapshot(&self, dataset: &str, name: &str) -> Result<SnapshotInfo> {
+        let mut w = self.inner.writer.lock().await;
+        let id = w.reg.by_name(dataset).map_err(reg_err)?.id;
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        let rec = cairn_snapshot::create(&mut reg, &mut t, id, name).map_err(snap_err)?;
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        self.inner.publish(&w.reg);
+        tracing::info!(
+            dataset,
+            snapshot = name,
+            generation = rec.generation,
+            "created snapshot"
+        );
+        Ok(self.snap_info(&w, &rec))
+    }
+
+    fn snap_info(&self, w: &WriterState, s: &SnapshotRecord) -> SnapshotInfo {
+        SnapshotInfo {
+            dataset: w.reg.name_of(s.tree),
+            name: s.name.clone(),
+            generation: s.generation,
+            created: s.created,
+            files: s.files,
+            referenced_bytes: None,
+            unique_bytes: None,
+            written_bytes: None,
+            clones: w
+                .reg
+                .clones_of(s.tree, s.generation)
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Snapshots of `dataset` (or of all datasets), oldest first per dataset.
+    pub async fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+        let w = self.inner.writer.lock().await;
+        let ids: Vec<DatasetRecord> = match dataset {
+            Some(n) => vec![w.reg.by_name(n).map_err(reg_err)?.clone()],
+            None => {
+                let mut v: Vec<DatasetRecord> = w.reg.datasets().cloned().collect();
+                v.sort_by(|a, b| a.name.cmp(&b.name));
+                v
+            }
+        };
+        let mut out = Vec::new();
+        for d in ids {
+            for s in w.reg.snapshots_of(d.id) {
+                out.push(self.snap_info(&w, s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// One snapshot, with its sizes computed.
+    pub async fn snapshot_info(&self, spec: &str) -> Result<SnapshotInfo> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let w = self.inner.writer.lock().await;
+        let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
+        let mut info = self.snap_info(&w, &s);
+        let view = w.reg.snapshot_view(s.tree, s.generation).map_err(reg_err)?;
+        info.referenced_bytes = Some(self.logical_bytes(view).await?);
+        let live = w.reg.snapshots_of(s.tree);
+        let prev = live
+            .iter()
+            .map(|x| x.generation)
+            .filter(|g| *g < s.generation)
+            .max()
+            .unwrap_or(0);
+        let next = live
+            .iter()
+            .map(|x| x.generation)
+            .find(|g| *g > s.generation)
+            .unwrap_or(u64::MAX);
+        let kv = &self.inner.kv;
+        // Unique: versions born in (prev, s] that died in (s, next].
+        let (start, end) = Key::dead_range(s.tree, s.generation + 1, next);
+        let mut unique = 0u64;
+        for (k, _) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+            if let Ok(Key::Dead {
+                death, birth, head, ..
+            }) = Key::decode(&k)
+                && birth > prev
+                && birth <= s.generation
+                && let cairn_codec::HeadKey::Extent { .. } = head
+                && let Some(v) = kv.get(&head.history_key(death)).await.map_err(kv_err)?
+                && let Ok(Versioned { value: Some(e), .. }) = Versioned::<ExtentRecord>::decode(&v)
+            {
+                unique += e.len as u64;
+            }
+        }
+        info.unique_bytes = Some(unique);
+        // Written: extents (head or history) born in (prev, s].
+        let mut written = 0u64;
+        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
+            let (start, end) = Key::tree_range(kind, s.tree);
+            for (_, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+                if let Ok(Versioned {
+                    birth,
+                    value: Some(e),
+                }) = Versioned::<ExtentRecord>::decode(&v)
+                    && birth > prev
+                    && birth <= s.generation
+                {
+                    written += e.len as u64;
+                }
+            }
+        }
+        info.written_bytes = Some(written);
+        Ok(info)
+    }
+
+    /// Delete a snapshot: hidden at once, freed through the dead list (cost
+    /// proportional to what it frees); resumes after a crash. Refused while
+    /// clones depend on it.
+    pub async fn delete_snapshot(&self, spec: &str) -> Result<()> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let mut w = self.inner.writer.lock().await;
+        let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
+        self.destroy_snapshot(&mut w, s.tree, s.generation).await?;
+        tracing::info!(snapshot = %spec, "deleted snapshot");
+        Ok(())
+    }
+
+    pub(crate) async fn destroy_snapshot(
+        &self,
+        w: &mut WriterState,
+        tree: u64,
+        generation: u64,
+    ) -> Result<()> {
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        cairn_snapshot::begin_destroy(&mut reg, &mut t, tree, generation).map_err(snap_err)?;
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        self.inner.publish(&w.reg);
+        self.finish_destroy(w, tree, generation).await
+    }
+
+    async fn finish_destroy(&self, w: &mut WriterState, tree: u64, generation: u64) -> Result<()> {
+        let mut cursor = None;
+        loop {
+            let mut reg = w.reg.clone();
+            let step = cairn_snapshot::destroy_step(
+                &self.inner.kv,
+                &mut reg,
+                tree,
+                generation,
+                &mut cursor,
+                DESTROY_BATCH,
+            )
+            .await
+            .map_err(snap_err)?;
+            w.reg = reg;
+            if step.done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Clone snapshot `spec` as a new writable dataset `name` (O(1): reads
+    /// fall through to the snapshot).
+    pub async fn clone_snapshot(&self, spec: &str, name: &str) -> Result<DatasetInfo> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let mut w = self.inner.writer.lock().await;
+        w.reg.check_new_dataset_name(name).map_err(reg_err)?;
+        let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
+        let origin =
+            w.reg.dataset(s.tree).cloned().ok_or_else(|| {
+                FsError::new(ErrorKind::NotFound, format!("no dataset {}", s.tree))
+            })?;
+        if w.reg.lineage(s.tree).map_err(reg_err)?.links().len() >= cairn_meta::MAX_CLONE_DEPTH {
+            return Err(FsError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "{spec} is already {} clones deep; clone something nearer the original",
+                    cairn_meta::MAX_CLONE_DEPTH
+                ),
+            ));
+        }
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        let id = reg.alloc_tree(&mut t);
+        let d = Registry::new_dataset(
+            id,
+            name,
+            origin.chunk_size,
+            Some((s.tree, s.generation)),
+            s.files,
+        );
+        reg.put_dataset(&mut t, d);
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        self.inner.publish(&w.reg);
+        tracing::info!(clone = name, origin = %spec, "created clone");
+        self.info_of(&w, id, false).await
+    }
+
+    /// A btrfs-style writable snapshot: snapshot `dataset@snapshot`, then
+    /// clone it as `clone`.
+    pub async fn writable_snapshot(
+        &self,
+        dataset: &str,
+        snapshot: &str,
+        clone: &str,
+    ) -> Result<DatasetInfo> {
+        validate_name("dataset", clone).map_err(reg_err)?;
+        {
+            let w = self.inner.writer.lock().await;
+            w.reg.check_new_dataset_name(clone).map_err(reg_err)?;
+        }
+        self.create_snapshot(dataset, snapshot).await?;
+        self.clone_snapshot(&format!("{dataset}@{snapshot}"), clone)
+            .await
+    }
+
+    /// Roll dataset back to snapshot `spec`. Newer snapshots must be
+    /// destroyed: refused unless `destroy_newer`, and refused if any of them
+    /// has clones. One atomic batch; cost proportional to the dataset's head
+    /// plus the changes since the snapshot.
+    pub async fn rollback(&self, spec: &str, destroy_newer: bool) -> Result<RollbackReport> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let mut w = self.inner.writer.lock().await;
+        let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
+        let newer: Vec<SnapshotRecord> = w
+            .reg
+            .snapshots_of(s.tree)
+            .into_iter()
+            .filter(|x| x.generation > s.generation)
+            .cloned()
+            .collect();
+        if !newer.is_empty() {
+            if !destroy_newer {
+                return Err(FsError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "{spec} is not the newest snapshot; rolling back destroys {}; ask to destroy them (--force)",
+                        newer
+                            .iter()
+                            .map(|x| x.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            for n in &newer {
+                if !w.reg.clones_of(n.tree, n.generation).is_empty() {
+                    return Err(FsError::new(
+                        ErrorKind::Busy,
+                        format!(
+                            "newer snapshot {} has dependent clones; delete them first",
+                            n.name
+                        ),
+                    ));
+                }
+            }
+            for n in newer.iter().rev() {
+                self.destroy_snapshot(&mut w, n.tree, n.generation).await?;
+            }
+        }
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        let mut pending = Pending::new();
+        let report = cairn_snapshot::rollback(&mut reg, &mut t, &mut pending, s.tree, s.generation)
+            .await
+            .map_err(snap_err)?;
+        pending.apply(&mut t).await.map_err(cas_err)?;
+        t.commit().await.map_err(kv_err)?;
+        w.reg = reg;
+        tracing::info!(snapshot = %spec, ?report, "rolled back");
+        Ok(report)
+    }
+
+    /// Paths added, removed, modified and renamed from snapshot `from` to
+    /// snapshot `to` (or to the live dataset if `None`).
+    pub async fn diff(&self, from: &str, to: Option<&str>) -> Result<Vec<DiffEntry>> {
+        let from = SnapshotSpec::parse(from).map_err(reg_err)?;
+        let (old, new) = {
+            let w = self.inner.writer.lock().await;
+            let a = w.reg.resolve(&from).map_err(reg_err)?;
+            let old = w.reg.snapshot_view(a.tree, a.generation).map_err(reg_err)?;
+            let new = match to {
+                Some(to) => {
+                    let mut to = SnapshotSpec::parse(to).map_err(reg_err)?;
+                    if to.dataset.is_none() {
+                        to.dataset = Some(w.reg.name_of(a.tree));
+                    }
+                    let b = w.reg.resolve(&to).map_err(reg_err)?;
+                    if b.tree != a.tree {
+                        return Err(FsError::new(
+                            ErrorKind::Invalid,
+                            format!("{from} and {to} are snapshots of different datasets"),
+                        ));
+                    }
+                    w.reg.snapshot_view(b.tree, b.generation).map_err(reg_err)?
+                }
+                None => w.reg.head_view(a.tree).map_err(reg_err)?,
+            };
+            (old, new)
+        };
+        let t = self.inner.kv.txn();
+        cairn_snapshot::diff(&t, old, new, ROOT_INO)
+            .await
+            .map_err(snap_err)
+    }
+
+    /// Sweep chunks nothing references (left by interrupted operations) and
+    /// correct refcounts to the number of extent records naming each chunk.
+    pub async fn gc(&self) -> Result<GcReport> {
+        let _w = self.inner.writer.lock().await;
+        let kv = &self.inner.kv;
+        let mut actual: HashMap<cairn_codec::ChunkHash, u64> = HashMap::new();
+        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
+            let (start, end) = Key::prefix_range(kind);
+            for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+                let rec = Versioned::<ExtentRecord>::decode(&v)
+                    .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
+                if let Some(e) = rec.value {
+                    *actual.entry(e.hash).or_default() += 1;
+                }
+            }
+        }
+        let mut report = GcReport::default();
+        let recorded: HashMap<_, _> = cairn_cas::all_refcounts(kv)
+            .await
+            .map_err(cas_err)?
+            .into_iter()
+            .collect();
+        let mut t = kv.txn();
+        let mut stats = cairn_cas::ChunkStats::default();
+        for (h, stored) in cairn_cas::all_chunks(kv).await.map_err(cas_err)? {
+            report.chunks += 1;
+            if actual.contains_key(&h) {
+                stats.chunks += 1;
+                stats.stored_bytes += stored.len() as u64;
+                stats.plain_bytes += cairn_cas::chunk_plain_len(&stored);
+            } else {
+                t.delete(Key::Chunk(h).encode());
+                t.delete(Key::Ref(h).encode());
+                report.swept += 1;
+                report.freed_bytes += stored.len() as u64;
+            }
+        }
+        cairn_cas::put_stats(&mut t, &stats);
+        for (h, n) in &actual {
+            if recorded.get(h) != Some(n) {
+                t.put(Key::Ref(*h).encode(), cairn_codec::encode_u64(*n));
+                report.fixed_refcounts += 1;
+            }
+        }
+        for h in recorded.keys() {
+            if !actual.contains_key(h) {
+                t.delete(Key::Ref(*h).encode());
+            }
+        }
+        t.commit().await.map_err(kv_err)?;
+        if report.swept > 0 || report.fixed_refcounts > 0 {
+            tracing::warn!(?report, "gc repaired the chunk store");
+        }
+        Ok(report)
+    }
+}
