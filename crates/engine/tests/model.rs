@@ -1,6 +1,9 @@
 //! Model-based property test: random operation sequences run against the
 //! engine and an in-memory model must agree on every read, and fsck must be
-//! clean after every sequence.
+//! clean after every sequence. The second half adds datasets: snapshots
+//! (the model keeps a frozen copy of each), clones, writes in clones,
+//! rollback, in-place restore and deletions; after every step every live
+//! dataset and every snapshot must read exactly its model.
 
 use std::collections::BTreeMap;
 
@@ -527,6 +530,381 @@ fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
         );
         Ok(())
     })
+}
+
+const DATASETS: [&str; 3] = ["root", "c1", "c2"];
+const SNAPS: [&str; 3] = ["s0", "s1", "s2"];
+
+#[derive(Debug, Clone)]
+enum Step {
+    Fs(usize, Op),
+    Snap(usize, usize),
+    DelSnap(usize, usize),
+    Clone {
+        ds: usize,
+        snap: usize,
+        to: usize,
+    },
+    DelDataset(usize),
+    Rollback(usize, usize),
+    Restore {
+        ds: usize,
+        snap: usize,
+        from: (usize, usize),
+        to: (usize, usize),
+    },
+}
+
+fn arb_step() -> impl Strategy<Value = Step> {
+    let ds = prop_oneof![3 => Just(0usize), 1 => 1usize..3];
+    let loc = (0usize..DIRS.len(), 0..NAMES.len());
+    prop_oneof![
+        14 => (ds.clone(), arb_op()).prop_map(|(d, op)| Step::Fs(d, op)),
+        3 => (ds.clone(), 0..SNAPS.len()).prop_map(|(d, s)| Step::Snap(d, s)),
+        1 => (ds.clone(), 0..SNAPS.len()).prop_map(|(d, s)| Step::DelSnap(d, s)),
+        2 => (ds.clone(), 0..SNAPS.len(), 1usize..3).prop_map(|(ds, snap, to)| Step::Clone { ds, snap, to }),
+        1 => (1usize..3).prop_map(Step::DelDataset),
+        1 => (ds.clone(), 0..SNAPS.len()).prop_map(|(d, s)| Step::Rollback(d, s)),
+        2 => (ds, 0..SNAPS.len(), loc.clone(), loc).prop_map(|(ds, snap, from, to)| Step::Restore { ds, snap, from, to }),
+    ]
+}
+
+/// Live datasets and frozen snapshots.
+#[derive(Debug, Clone)]
+struct World {
+    live: BTreeMap<String, Model>,
+    /// `ds@snap` -> (creation order, frozen model)
+    snaps: BTreeMap<String, (u64, Model)>,
+    /// clone -> `ds@snap` it came from
+    origins: BTreeMap<String, String>,
+    order: u64,
+}
+
+fn spec(ds: usize, snap: usize) -> String {
+    format!("{}@{}", DATASETS[ds], SNAPS[snap])
+}
+
+impl World {
+    fn new() -> Self {
+        let mut live = BTreeMap::new();
+        live.insert("root".to_string(), Model::default());
+        World {
+            live,
+            snaps: BTreeMap::new(),
+            origins: BTreeMap::new(),
+            order: 0,
+        }
+    }
+
+    fn has_clones(&self, spec: &str) -> bool {
+        self.origins.values().any(|o| o == spec)
+    }
+
+    fn snaps_of(&self, ds: &str) -> Vec<String> {
+        self.snaps
+            .keys()
+            .filter(|k| k.split_once('@').map(|(d, _)| d) == Some(ds))
+            .cloned()
+            .collect()
+    }
+
+    fn apply(&mut self, step: &Step) -> Option<ErrorKind> {
+        match step {
+            Step::Fs(ds, op) => match self.live.get_mut(DATASETS[*ds]) {
+                Some(m) => m.apply(op),
+                None => Some(ErrorKind::NotFound),
+            },
+            Step::Snap(ds, s) => {
+                let Some(m) = self.live.get(DATASETS[*ds]) else {
+                    return Some(ErrorKind::NotFound);
+                };
+                let k = spec(*ds, *s);
+                if self.snaps.contains_key(&k) {
+                    return Some(ErrorKind::Exists);
+                }
+                self.order += 1;
+                self.snaps.insert(k, (self.order, m.clone()));
+                None
+            }
+            Step::DelSnap(ds, s) => {
+                let k = spec(*ds, *s);
+                if !self.live.contains_key(DATASETS[*ds]) || !self.snaps.contains_key(&k) {
+                    return Some(ErrorKind::NotFound);
+                }
+                if self.has_clones(&k) {
+                    return Some(ErrorKind::Busy);
+                }
+                self.snaps.remove(&k);
+                None
+            }
+            Step::Clone { ds, snap, to } => {
+                let k = spec(*ds, *snap);
+                if self.live.contains_key(DATASETS[*to]) {
+                    return Some(ErrorKind::Exists);
+                }
+                let Some((_, m)) = self.snaps.get(&k) else {
+                    return Some(ErrorKind::NotFound);
+                };
+                self.live.insert(DATASETS[*to].to_string(), m.clone());
+                self.origins.insert(DATASETS[*to].to_string(), k);
+                None
+            }
+            Step::DelDataset(ds) => {
+                let name = DATASETS[*ds];
+                if !self.live.contains_key(name) {
+                    return Some(ErrorKind::NotFound);
+                }
+                let snaps = self.snaps_of(name);
+                if snaps.iter().any(|s| self.has_clones(s)) {
+                    return Some(ErrorKind::Busy);
+                }
+                for s in snaps {
+                    self.snaps.remove(&s);
+                }
+                self.live.remove(name);
+                self.origins.remove(name);
+                None
+            }
+            Step::Rollback(ds, s) => {
+                let k = spec(*ds, *s);
+                if !self.live.contains_key(DATASETS[*ds]) {
+                    return Some(ErrorKind::NotFound);
+                }
+                let Some((order, m)) = self.snaps.get(&k).cloned() else {
+                    return Some(ErrorKind::NotFound);
+                };
+                let newer: Vec<String> = self
+                    .snaps_of(DATASETS[*ds])
+                    .into_iter()
+                    .filter(|n| self.snaps[n].0 > order)
+                    .collect();
+                if newer.iter().any(|n| self.has_clones(n)) {
+                    return Some(ErrorKind::Busy);
+                }
+                for n in newer {
+                    self.snaps.remove(&n);
+                }
+                self.live.insert(DATASETS[*ds].to_string(), m);
+                None
+            }
+            Step::Restore { ds, snap, from, to } => {
+                let k = spec(*ds, *snap);
+                let Some(live) = self.live.get(DATASETS[*ds]) else {
+                    return Some(ErrorKind::NotFound);
+                };
+                let Some((_, frozen)) = self.snaps.get(&k) else {
+                    return Some(ErrorKind::NotFound);
+                };
+                let mut live = live.clone();
+                let r = live.restore(frozen, &path(from.0, from.1), &path(to.0, to.1));
+                if r.is_none() {
+                    self.live.insert(DATASETS[*ds].to_string(), live);
+                }
+                r
+            }
+        }
+    }
+}
+
+impl Model {
+    /// In-place restore of `src` from `snap` to `dst`: new files with the
+    /// snapshot's content, hard links within the restored set kept.
+    fn restore(&mut self, snap: &Model, src: &str, dst: &str) -> Option<ErrorKind> {
+        let Some(node) = snap.entries.get(src).cloned() else {
+            return Some(ErrorKind::NotFound);
+        };
+        let dparent = parent(dst);
+        if !dparent.is_empty() {
+            let grand = parent(dparent);
+            if !self.dir_exists(grand) {
+                return Some(ErrorKind::NotFound);
+            }
+            match self.entries.get(dparent) {
+                None => return Some(ErrorKind::NotFound),
+                Some(Node::File(_)) => return Some(ErrorKind::NotDir),
+                Some(Node::Dir) => {}
+            }
+        }
+        match self.entries.get(dst) {
+            Some(Node::Dir) => return Some(ErrorKind::Exists),
+            Some(Node::File(_)) if node == Node::Dir => return Some(ErrorKind::Exists),
+            Some(Node::File(_)) => {
+                self.entries.remove(dst);
+                self.gc();
+            }
+            None => {}
+        }
+        let mut ids: BTreeMap<u32, u32> = BTreeMap::new();
+        let moved: Vec<(String, Node)> = snap
+            .entries
+            .iter()
+            .filter(|(k, _)| *k == src || k.starts_with(&format!("{src}/")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in moved {
+            let v = match v {
+                Node::Dir => Node::Dir,
+                Node::File(id) => {
+                    let new = *ids.entry(id).or_insert_with(|| {
+                        let n = self.next_file.max(snap.next_file);
+                        self.next_file = n + 1;
+                        n
+                    });
+                    self.files.insert(new, snap.files[&id].clone());
+                    Node::File(new)
+                }
+            };
+            self.entries.insert(format!("{dst}{}", &k[src.len()..]), v);
+        }
+        None
+    }
+}
+
+async fn run_step(engine: &Engine, step: &Step) -> Option<ErrorKind> {
+    let r: Result<(), ErrorKind> = async {
+        match step {
+            Step::Fs(ds, op) => {
+                let fs = engine.dataset(DATASETS[*ds]).await.map_err(|e| e.kind)?;
+                match run_engine(&fs, op).await {
+                    Some(k) => Err(k),
+                    None => Ok(()),
+                }
+            }
+            Step::Snap(ds, s) => engine
+                .create_snapshot(DATASETS[*ds], SNAPS[*s])
+                .await
+                .map(drop)
+                .map_err(|e| e.kind),
+            Step::DelSnap(ds, s) => engine
+                .delete_snapshot(&spec(*ds, *s))
+                .await
+                .map_err(|e| e.kind),
+            Step::Clone { ds, snap, to } => engine
+                .clone_snapshot(&spec(*ds, *snap), DATASETS[*to])
+                .await
+                .map(drop)
+                .map_err(|e| e.kind),
+            Step::DelDataset(ds) => engine
+                .delete_dataset(DATASETS[*ds], true)
+                .await
+                .map_err(|e| e.kind),
+            Step::Rollback(ds, s) => engine
+                .rollback(&spec(*ds, *s), true)
+                .await
+                .map(drop)
+                .map_err(|e| e.kind),
+            Step::Restore { ds, snap, from, to } => engine
+                .restore(
+                    &spec(*ds, *snap),
+                    &path(from.0, from.1),
+                    Some(&path(to.0, to.1)),
+                )
+                .await
+                .map(drop)
+                .map_err(|e| e.kind),
+        }
+    }
+    .await;
+    r.err()
+}
+
+async fn compare_world(engine: &Engine, world: &World) -> Result<(), String> {
+    let mut names: Vec<String> = engine
+        .list_datasets()
+        .await
+        .map_err(|e| format!("list datasets: {e}"))?
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    names.sort();
+    let want: Vec<String> = world.live.keys().cloned().collect();
+    if names != want {
+        return Err(format!("datasets: engine {names:?}, model {want:?}"));
+    }
+    let mut snaps: Vec<String> = engine
+        .list_snapshots(None)
+        .await
+        .map_err(|e| format!("list snapshots: {e}"))?
+        .into_iter()
+        .map(|s| format!("{}@{}", s.dataset, s.name))
+        .collect();
+    snaps.sort();
+    let want: Vec<String> = world.snaps.keys().cloned().collect();
+    if snaps != want {
+        return Err(format!("snapshots: engine {snaps:?}, model {want:?}"));
+    }
+    for (name, m) in &world.live {
+        let fs = engine
+            .dataset(name)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        compare(&fs, m)
+            .await
+            .map_err(|e| format!("dataset {name}: {e}"))?;
+    }
+    for (spec, (_, m)) in &world.snaps {
+        let fs = engine
+            .snapshot(spec)
+            .await
+            .map_err(|e| format!("{spec}: {e}"))?;
+        compare(&fs, m)
+            .await
+            .map_err(|e| format!("snapshot {spec}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn check_world(steps: Vec<Step>) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::open(
+            "memory://",
+            EngineOptions {
+                chunk_size: 4096,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
+        let mut world = World::new();
+        for (i, step) in steps.iter().enumerate() {
+            let want = world.apply(step);
+            let got = run_step(&engine, step).await;
+            prop_assert_eq!(
+                got,
+                want,
+                "step {} {:?}: engine and model disagree",
+                i,
+                step
+            );
+            if let Err(e) = compare_world(&engine, &world).await {
+                return Err(TestCaseError::fail(format!("after step {i} {step:?}: {e}")));
+            }
+        }
+        let report = engine
+            .fsck()
+            .await
+            .map_err(|e| TestCaseError::fail(format!("fsck: {e}")))?;
+        prop_assert!(
+            report.is_clean(),
+            "fsck after {} steps:\n{}",
+            steps.len(),
+            report
+        );
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn snapshots_clones_rollback_restore_match_model(steps in proptest::collection::vec(arb_step(), 1..50)) {
+        check_world(steps)?;
+    }
 }
 
 proptest! {

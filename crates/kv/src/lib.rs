@@ -258,6 +258,9 @@ impl Kv {
 
     /// A streaming iterator over `[start, end)`.
     pub async fn iter(&self, start: &[u8], end: &[u8]) -> Result<KvIter> {
+        if start >= end {
+            return Ok(KvIter { inner: None });
+        }
         let range = (
             Bound::Included(Bytes::copy_from_slice(start)),
             Bound::Excluded(Bytes::copy_from_slice(end)),
@@ -267,7 +270,7 @@ impl Kv {
             .scan(range)
             .await
             .map_err(|e| KvError::from_slate(e, "scanning"))?;
-        Ok(KvIter { inner })
+        Ok(KvIter { inner: Some(inner) })
     }
 
     /// Start a transaction: reads see its own writes; commit writes one batch.
@@ -326,14 +329,17 @@ impl Kv {
 
 /// A streaming range iterator.
 pub struct KvIter {
-    inner: slatedb::DbIterator,
+    /// `None` for an empty range.
+    inner: Option<slatedb::DbIterator>,
 }
 
 impl KvIter {
     /// The next entry, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<Entry>> {
-        Ok(self
-            .inner
+        let Some(inner) = &mut self.inner else {
+            return Ok(None);
+        };
+        Ok(inner
             .next()
             .await
             .map_err(|e| KvError::from_slate(e, "scanning"))?
@@ -396,6 +402,9 @@ impl Txn<'_> {
     /// Up to `limit` entries of `[start, end)`, merging the committed state
     /// with this transaction's writes.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
         let mut it = self.kv.iter(start, end).await?;
         let mut pending = self
             .overlay

@@ -138,13 +138,28 @@ impl View {
     }
 }
 
-/// Rewrite the tree id of an encoded per-tree key (head or history) in place.
+/// Rewrite the tree id of an encoded per-tree key (head or history).
 fn retree(key: &[u8], tree: u64) -> Vec<u8> {
     let mut k = key.to_vec();
     if k.len() >= 9 {
         k[1..9].copy_from_slice(&tree.to_be_bytes());
     }
     k
+}
+
+/// Map a range bound of tree `from` to tree `to`. A bound just past the tree
+/// (`from + 1`, the end of a whole-tree range) maps to just past `to`.
+fn retree_bound(key: &[u8], from: u64, to: u64) -> Vec<u8> {
+    let Some(t) = key.get(1..9) else {
+        return key.to_vec();
+    };
+    let mut b = [0u8; 8];
+    b.copy_from_slice(t);
+    let t = u64::from_be_bytes(b);
+    if t != from && Some(t) == from.checked_add(1) {
+        return retree(key, to.saturating_add(1));
+    }
+    retree(key, to)
 }
 
 /// Read one record as `view` sees it. Whiteouts read as absent.
@@ -435,8 +450,8 @@ pub async fn visible_range(
     let (inherited, inh_done) = Box::pin(visible_range(
         r,
         origin,
-        &retree(start, origin.tree),
-        &retree(end, origin.tree),
+        &retree_bound(start, view.tree, origin.tree),
+        &retree_bound(end, view.tree, origin.tree),
         limit,
     ))
     .await?;
