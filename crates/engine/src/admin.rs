@@ -554,6 +554,33 @@ impl Engine {
         self.finish_destroy(w, tree, generation).await
     }
 
+    /// Mark a snapshot for destruction and run only the first step (of
+    /// `budget` dead-list entries), as a crash would leave it.
+    #[doc(hidden)]
+    pub async fn begin_snapshot_delete_for_tests(&self, spec: &str, budget: usize) -> Result<()> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let mut w = self.inner.writer.lock().await;
+        let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
+        let mut reg = w.reg.clone();
+        let mut t = self.inner.kv.txn();
+        cairn_snapshot::begin_destroy(&mut reg, &mut t, s.tree, s.generation).map_err(snap_err)?;
+        t.commit().await.map_err(kv_err)?;
+        let mut cursor = None;
+        cairn_snapshot::destroy_step(
+            &self.inner.kv,
+            &mut reg,
+            s.tree,
+            s.generation,
+            &mut cursor,
+            budget,
+        )
+        .await
+        .map_err(snap_err)?;
+        w.reg = reg;
+        self.inner.publish(&w.reg);
+        Ok(())
+    }
+
     async fn finish_destroy(&self, w: &mut WriterState, tree: u64, generation: u64) -> Result<()> {
         let mut cursor = None;
         loop {
