@@ -125,6 +125,16 @@ impl Engine {
         Ok(DatasetFs::new(self.inner.clone(), view, d.chunk_size))
     }
 
+    /// After a failed registry commit the in-memory copy ran ahead of the
+    /// store: reload it (the store is poisoned for writes anyway).
+    async fn reload(&self, reg: &mut Registry) {
+        match Registry::load(&self.inner.kv).await {
+            Ok(r) => *reg = r,
+            Err(e) => tracing::error!(error = %e, "could not reload the registry"),
+        }
+        self.inner.publish(reg);
+    }
+
     /// Finish work a crash interrupted (snapshot destruction).
     pub(crate) async fn resume(&self) -> Result<()> {
         let mut w = self.inner.writer.lock().await;
@@ -172,14 +182,16 @@ impl Engine {
         }
         let mut w = self.inner.writer.lock().await;
         w.reg.check_new_dataset_name(name).map_err(reg_err)?;
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         let id = reg.alloc_tree(&mut t);
         let d = Registry::new_dataset(id, name, chunk_size, None, 1);
         put_root_dir(&mut t, id, d.generation);
         reg.put_dataset(&mut t, d);
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, id, "created dataset");
         self.info_of(&w, id, false).await
@@ -369,11 +381,13 @@ impl Engine {
                 t.commit().await.map_err(kv_err)?;
             }
         }
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = kv.txn();
         reg.remove_dataset(&mut t, d.id);
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, "deleted dataset");
         Ok(())
@@ -383,11 +397,13 @@ impl Engine {
     pub async fn set_default_dataset(&self, name: &str) -> Result<()> {
         let mut w = self.inner.writer.lock().await;
         let id = w.reg.by_name(name).map_err(reg_err)?.id;
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         reg.set_default(&mut t, id);
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         Ok(())
     }
 
@@ -402,11 +418,13 @@ impl Engine {
         let mut w = self.inner.writer.lock().await;
         let mut d = w.reg.by_name(name).map_err(reg_err)?.clone();
         d.read_only = read_only;
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         reg.put_dataset(&mut t, d);
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         Ok(())
     }
 
@@ -415,12 +433,14 @@ impl Engine {
     pub async fn create_snapshot(&self, dataset: &str, name: &str) -> Result<SnapshotInfo> {
         let mut w = self.inner.writer.lock().await;
         let id = w.reg.by_name(dataset).map_err(reg_err)?.id;
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
-        let rec = cairn_snapshot::create(&mut reg, &mut t, id, name).map_err(snap_err)?;
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
-        self.inner.publish(&w.reg);
+        let rec = cairn_snapshot::create(reg, &mut t, id, name).map_err(snap_err)?;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
+        self.inner.publish_one((id, Some(rec.generation)));
         tracing::info!(
             dataset,
             snapshot = name,
@@ -466,6 +486,8 @@ impl Engine {
                 out.push(self.snap_info(&w, s));
             }
         }
+        // Creation order (a dataset's generations already are).
+        out.sort_by_key(|s| s.created);
         Ok(out)
     }
 
@@ -545,11 +567,13 @@ impl Engine {
         tree: u64,
         generation: u64,
     ) -> Result<()> {
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
-        cairn_snapshot::begin_destroy(&mut reg, &mut t, tree, generation).map_err(snap_err)?;
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        cairn_snapshot::begin_destroy(reg, &mut t, tree, generation).map_err(snap_err)?;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         self.inner.publish(&w.reg);
         self.finish_destroy(w, tree, generation).await
     }
@@ -561,14 +585,17 @@ impl Engine {
         let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
         let mut w = self.inner.writer.lock().await;
         let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
-        cairn_snapshot::begin_destroy(&mut reg, &mut t, s.tree, s.generation).map_err(snap_err)?;
-        t.commit().await.map_err(kv_err)?;
+        cairn_snapshot::begin_destroy(reg, &mut t, s.tree, s.generation).map_err(snap_err)?;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         let mut cursor = None;
         cairn_snapshot::destroy_step(
             &self.inner.kv,
-            &mut reg,
+            reg,
             s.tree,
             s.generation,
             &mut cursor,
@@ -576,7 +603,6 @@ impl Engine {
         )
         .await
         .map_err(snap_err)?;
-        w.reg = reg;
         self.inner.publish(&w.reg);
         Ok(())
     }
@@ -584,18 +610,22 @@ impl Engine {
     async fn finish_destroy(&self, w: &mut WriterState, tree: u64, generation: u64) -> Result<()> {
         let mut cursor = None;
         loop {
-            let mut reg = w.reg.clone();
-            let step = cairn_snapshot::destroy_step(
+            let step = match cairn_snapshot::destroy_step(
                 &self.inner.kv,
-                &mut reg,
+                &mut w.reg,
                 tree,
                 generation,
                 &mut cursor,
                 DESTROY_BATCH,
             )
             .await
-            .map_err(snap_err)?;
-            w.reg = reg;
+            {
+                Ok(step) => step,
+                Err(e) => {
+                    self.reload(&mut w.reg).await;
+                    return Err(snap_err(e));
+                }
+            };
             if step.done {
                 return Ok(());
             }
@@ -622,7 +652,7 @@ impl Engine {
                 ),
             ));
         }
-        let mut reg = w.reg.clone();
+        let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         let id = reg.alloc_tree(&mut t);
         let d = Registry::new_dataset(
@@ -633,8 +663,10 @@ impl Engine {
             s.files,
         );
         reg.put_dataset(&mut t, d);
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        if let Err(e) = t.commit().await {
+            self.reload(&mut w.reg).await;
+            return Err(kv_err(e));
+        }
         self.inner.publish(&w.reg);
         tracing::info!(clone = name, origin = %spec, "created clone");
         self.info_of(&w, id, false).await
@@ -702,15 +734,25 @@ impl Engine {
                 self.destroy_snapshot(&mut w, n.tree, n.generation).await?;
             }
         }
-        let mut reg = w.reg.clone();
         let mut t = self.inner.kv.txn();
         let mut pending = Pending::new();
-        let report = cairn_snapshot::rollback(&mut reg, &mut t, &mut pending, s.tree, s.generation)
-            .await
-            .map_err(snap_err)?;
-        pending.apply(&mut t).await.map_err(cas_err)?;
-        t.commit().await.map_err(kv_err)?;
-        w.reg = reg;
+        let staged =
+            match cairn_snapshot::rollback(&mut w.reg, &mut t, &mut pending, s.tree, s.generation)
+                .await
+            {
+                Ok(report) => match pending.apply(&mut t).await {
+                    Ok(()) => t.commit().await.map(|()| report).map_err(kv_err),
+                    Err(e) => Err(cas_err(e)),
+                },
+                Err(e) => Err(snap_err(e)),
+            };
+        let report = match staged {
+            Ok(r) => r,
+            Err(e) => {
+                self.reload(&mut w.reg).await;
+                return Err(e);
+            }
+        };
         tracing::info!(snapshot = %spec, ?report, "rolled back");
         Ok(report)
     }

@@ -98,6 +98,14 @@ impl Inner {
             .contains(&v)
     }
 
+    /// Publish one new view to readers.
+    pub(crate) fn publish_one(&self, v: ViewId) {
+        self.live
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(v);
+    }
+
     /// Publish the registry's datasets and live snapshots to readers.
     pub(crate) fn publish(&self, reg: &Registry) {
         let mut set: HashSet<ViewId> = reg.datasets().map(|d| (d.id, None)).collect();
