@@ -273,13 +273,22 @@ impl Engine {
         Ok(total)
     }
 
-    /// Stored bytes of chunks every reference to which lies in tree `id`.
-    async fn unique_bytes(&self, id: u64) -> Result<u64> {
-        let kv = &self.inner.kv;
-        let mut refs: HashMap<cairn_codec::ChunkHash, u64> = HashMap::new();
+    /// How many extent records (head and history) in the ranges `range`
+    /// gives for each extent kind name each chunk.
+    async fn extent_refs(
+        &self,
+        range: impl Fn(KeyPrefix) -> (Vec<u8>, Vec<u8>),
+    ) -> Result<HashMap<cairn_codec::ChunkHash, u64>> {
+        let mut refs = HashMap::new();
         for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
-            let (start, end) = Key::tree_range(kind, id);
-            for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+            let (start, end) = range(kind);
+            let page = self
+                .inner
+                .kv
+                .scan(&start, &end, usize::MAX)
+                .await
+                .map_err(kv_err)?;
+            for (k, v) in page {
                 let rec = Versioned::<ExtentRecord>::decode(&v)
                     .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
                 if let Some(e) = rec.value {
@@ -287,6 +296,13 @@ impl Engine {
                 }
             }
         }
+        Ok(refs)
+    }
+
+    /// Stored bytes of chunks every reference to which lies in tree `id`.
+    async fn unique_bytes(&self, id: u64) -> Result<u64> {
+        let kv = &self.inner.kv;
+        let refs = self.extent_refs(|kind| Key::tree_range(kind, id)).await?;
         let mut total = 0u64;
         for (h, n) in refs {
             if cairn_cas::refcount(kv, &h).await.map_err(cas_err)? == n
@@ -795,17 +811,7 @@ impl Engine {
     pub async fn gc(&self) -> Result<GcReport> {
         let _w = self.inner.writer.lock().await;
         let kv = &self.inner.kv;
-        let mut actual: HashMap<cairn_codec::ChunkHash, u64> = HashMap::new();
-        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
-            let (start, end) = Key::prefix_range(kind);
-            for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
-                let rec = Versioned::<ExtentRecord>::decode(&v)
-                    .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
-                if let Some(e) = rec.value {
-                    *actual.entry(e.hash).or_default() += 1;
-                }
-            }
-        }
+        let actual = self.extent_refs(Key::prefix_range).await?;
         let mut report = GcReport::default();
         let recorded: HashMap<_, _> = cairn_cas::all_refcounts(kv)
             .await
