@@ -183,8 +183,9 @@ impl Pending {
         self.staged.get(hash).cloned()
     }
 
-    /// Add a reference to a chunk that is already stored (a restore or clone
-    /// copying an extent record).
+    /// Add a reference to a chunk that is already stored and referenced (a
+    /// restore copying an extent record that keeps naming it). Applied as a
+    /// blind counter addition: no read of the refcount.
     pub fn incref(&mut self, hash: ChunkHash) {
         *self.deltas.entry(hash).or_default() += 1;
     }
@@ -222,6 +223,13 @@ impl Pending {
                 continue;
             }
             let ref_key = Key::Ref(*hash).encode();
+            if *delta > 0 && !self.staged.contains_key(hash) {
+                // Only references to stored chunks were added (`incref`'s
+                // contract): the chunk exists and stays, so the count is
+                // added to without reading it.
+                txn.add(ref_key, delta.unsigned_abs())?;
+                continue;
+            }
             let old = match txn.get(&ref_key).await? {
                 Some(v) => decode_u64(&v).map_err(|e| corrupt(hash, format!("refcount: {e}")))?,
                 None => 0,

@@ -149,6 +149,19 @@ impl<'a> Op<'a> {
         Ok(())
     }
 
+    /// Stage the first record of a newly allocated inode (no read: its
+    /// number was never used).
+    pub(crate) fn put_new_inode(&mut self, ino: u64, rec: InodeRecord) {
+        let key = self.ikey(ino);
+        cairn_meta::put_new(&mut self.txn, &self.tree, &key, rec);
+    }
+
+    /// Stage an entry of a directory created in this operation.
+    pub(crate) fn put_new_entry(&mut self, dir: u64, name: &[u8], rec: DirentRecord) {
+        let key = HeadKey::dirent(self.tree.tree, dir, name);
+        cairn_meta::put_new(&mut self.txn, &self.tree, &key, rec);
+    }
+
     pub(crate) async fn entry(&self, dir: u64, name: &[u8]) -> Result<Option<DirentRecord>> {
         cairn_meta::dirent(&self.txn, self.view(), dir, name)
             .await

@@ -177,20 +177,18 @@ impl Engine {
                             ino: new,
                             idx,
                         };
-                        cairn_meta::put(&mut op.txn, &op.tree, &key, e)
-                            .await
-                            .map_err(meta_err)?;
+                        cairn_meta::put_new(&mut op.txn, &op.tree, &key, e);
                         op.pending.incref(e.hash);
                         report.extents += 1;
                     }
                 }
             }
-            op.put_inode(new, rec).await?;
+            op.put_new_inode(new, rec);
             report.inodes += 1;
         }
         for (dir, name, mut rec) in entries {
             rec.ino = new_of(rec.ino);
-            op.put_entry(new_of(dir), &name, rec).await?;
+            op.put_new_entry(new_of(dir), &name, rec);
         }
         op.put_entry(
             parent,

@@ -3,9 +3,10 @@
 //! Owns: opening a store from a URL (`file:///dir`, a plain directory path,
 //! `memory://`, `s3://bucket/prefix` and the other schemes `object_store`
 //! parses), the transaction overlay that turns one filesystem operation into
-//! one atomic SlateDB `WriteBatch`, merged range scans, the durability barrier,
-//! and poisoning: after a failed write or flush the store refuses writes
-//! rather than continue on unknown state.
+//! one atomic SlateDB `WriteBatch`, merged streaming range scans, blind
+//! additions to counters (a SlateDB merge operator, so an increment costs no
+//! read), the durability barrier, and poisoning: after a failed write or
+//! flush the store refuses writes rather than continue on unknown state.
 //!
 //! Must never know: what the keys mean (inodes, chunks, datasets), paths, NFS
 //! or protobuf. It is the only crate that names SlateDB types.
@@ -18,7 +19,56 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use slatedb::{Db, WriteBatch};
+use slatedb::{Db, MergeOperator, MergeOperatorError, WriteBatch};
+
+/// Width of a counter value: a big-endian `u64`.
+pub const COUNTER_BYTES: usize = 8;
+
+fn decode_counter(v: &[u8]) -> Option<u64> {
+    <[u8; COUNTER_BYTES]>::try_from(v)
+        .ok()
+        .map(u64::from_be_bytes)
+}
+
+/// The database's one merge operator: adds big-endian `u64` operands to a
+/// big-endian `u64` counter (absent counts as 0). Every merge in a cairn
+/// store is such an addition ([`Txn::add`]).
+struct CounterAdd;
+
+impl MergeOperator for CounterAdd {
+    fn merge(
+        &self,
+        key: &Bytes,
+        existing: Option<Bytes>,
+        operand: Bytes,
+    ) -> std::result::Result<Bytes, MergeOperatorError> {
+        self.merge_batch(key, existing, &[operand])
+    }
+
+    fn merge_batch(
+        &self,
+        key: &Bytes,
+        existing: Option<Bytes>,
+        operands: &[Bytes],
+    ) -> std::result::Result<Bytes, MergeOperatorError> {
+        let bad = |what: &str, v: &[u8]| MergeOperatorError::Callback {
+            message: format!("counter {key:?}: {what} {v:?} is not a {COUNTER_BYTES}-byte u64"),
+        };
+        let mut total = match &existing {
+            Some(v) => decode_counter(v).ok_or_else(|| bad("value", v))?,
+            None => 0,
+        };
+        for op in operands {
+            let d = decode_counter(op).ok_or_else(|| bad("operand", op))?;
+            total = total
+                .checked_add(d)
+                .ok_or_else(|| MergeOperatorError::Callback {
+                    message: format!("counter {key:?} overflows"),
+                })?;
+        }
+        Ok(Bytes::copy_from_slice(&total.to_be_bytes()))
+    }
+}
 
 /// What kind of failure a key-value operation hit, which says what to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +269,7 @@ impl Kv {
             store = (wrap.0)(store);
         }
         let db = Db::builder(path, store)
+            .with_merge_operator(Arc::new(CounterAdd))
             .build()
             .await
             .map_err(|e| KvError::from_slate(e, &format!("opening store {}", url.display)))?;
@@ -327,6 +378,34 @@ impl Kv {
     }
 }
 
+/// One buffered write of a transaction.
+#[derive(Debug, Clone)]
+enum Write {
+    Put(Bytes),
+    Delete,
+    /// Add to a counter without reading it.
+    Add(u64),
+}
+
+fn counter_sum(key: &[u8], base: Option<&Bytes>, delta: u64) -> Result<Bytes> {
+    let base = match base {
+        Some(v) => decode_counter(v).ok_or_else(|| {
+            KvError::new(
+                KvErrorKind::Corrupt,
+                format!(
+                    "counter {key:?} holds {} bytes, not {COUNTER_BYTES}",
+                    v.len()
+                ),
+            )
+        })?,
+        None => 0,
+    };
+    let sum = base
+        .checked_add(delta)
+        .ok_or_else(|| KvError::new(KvErrorKind::Internal, format!("counter {key:?} overflows")))?;
+    Ok(Bytes::copy_from_slice(&sum.to_be_bytes()))
+}
+
 /// A streaming range iterator.
 pub struct KvIter {
     /// `None` for an empty range.
@@ -353,7 +432,7 @@ impl KvIter {
 /// the transaction's own writes.
 pub struct Txn<'a> {
     kv: &'a Kv,
-    overlay: BTreeMap<Vec<u8>, Option<Bytes>>,
+    overlay: BTreeMap<Vec<u8>, Write>,
     /// Committed values already read by this transaction. Valid because
     /// writers are serialised: nothing else commits while it is open.
     read_cache: Mutex<std::collections::HashMap<Vec<u8>, Option<Bytes>>>,
@@ -362,9 +441,20 @@ pub struct Txn<'a> {
 impl Txn<'_> {
     /// Read a key, seeing this transaction's writes first.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if let Some(v) = self.overlay.get(key) {
-            return Ok(v.clone());
+        let delta = match self.overlay.get(key) {
+            Some(Write::Put(v)) => return Ok(Some(v.clone())),
+            Some(Write::Delete) => return Ok(None),
+            Some(Write::Add(d)) => Some(*d),
+            None => None,
+        };
+        let committed = self.committed(key).await?;
+        match delta {
+            Some(d) => counter_sum(key, committed.as_ref(), d).map(Some),
+            None => Ok(committed),
         }
+    }
+
+    async fn committed(&self, key: &[u8]) -> Result<Option<Bytes>> {
         if let Some(v) = self.cache().get(key) {
             return Ok(v.clone());
         }
@@ -381,12 +471,29 @@ impl Txn<'_> {
 
     /// Buffer a put.
     pub fn put(&mut self, key: Vec<u8>, value: impl Into<Bytes>) {
-        self.overlay.insert(key, Some(value.into()));
+        self.overlay.insert(key, Write::Put(value.into()));
     }
 
     /// Buffer a delete.
     pub fn delete(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
+        self.overlay.insert(key, Write::Delete);
+    }
+
+    /// Buffer an addition of `delta` to the counter at `key` (a big-endian
+    /// `u64`; absent counts as 0) without reading it. Reads through this
+    /// transaction see the sum. Fails only if a value this transaction put
+    /// at `key` is not a counter.
+    pub fn add(&mut self, key: Vec<u8>, delta: u64) -> Result<()> {
+        let next = match self.overlay.get(&key) {
+            None => Write::Add(delta),
+            Some(Write::Add(d)) => Write::Add(d.checked_add(delta).ok_or_else(|| {
+                KvError::new(KvErrorKind::Internal, format!("counter {key:?} overflows"))
+            })?),
+            Some(Write::Delete) => Write::Put(counter_sum(&key, None, delta)?),
+            Some(Write::Put(v)) => Write::Put(counter_sum(&key, Some(v), delta)?),
+        };
+        self.overlay.insert(key, next);
+        Ok(())
     }
 
     /// Number of buffered writes.
@@ -402,39 +509,37 @@ impl Txn<'_> {
     /// Up to `limit` entries of `[start, end)`, merging the committed state
     /// with this transaction's writes.
     pub async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>> {
-        if start >= end {
-            return Ok(Vec::new());
-        }
-        let mut it = self.kv.iter(start, end).await?;
-        let mut pending = self
-            .overlay
-            .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
-            .peekable();
-        let mut db_next = it.next().await?;
+        let mut it = self.iter(start, end).await?;
         let mut out = Vec::new();
         while out.len() < limit {
-            let take_overlay = match (&db_next, pending.peek()) {
-                (None, None) => break,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some((dk, _)), Some((ok, _))) => ok.as_slice() <= dk.as_ref(),
-            };
-            if take_overlay {
-                let Some((k, v)) = pending.next() else { break };
-                if let Some((dk, _)) = &db_next
-                    && dk.as_ref() == k.as_slice()
-                {
-                    db_next = it.next().await?;
-                }
-                if let Some(v) = v {
-                    out.push((Bytes::copy_from_slice(k), v.clone()));
-                }
-            } else if let Some(e) = db_next.take() {
-                out.push(e);
-                db_next = it.next().await?;
+            match it.next().await? {
+                Some(e) => out.push(e),
+                None => break,
             }
         }
         Ok(out)
+    }
+
+    /// A streaming iterator over `[start, end)`, merging the committed state
+    /// with this transaction's writes. One pass: deleted keys are skipped
+    /// once, however many entries the caller takes.
+    pub async fn iter<'t>(&'t self, start: &[u8], end: &[u8]) -> Result<TxnIter<'t>> {
+        let mut db = self.kv.iter(start, end).await?;
+        let db_next = db.next().await?;
+        let overlay = if start < end {
+            Some(
+                self.overlay
+                    .range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
+                    .peekable(),
+            )
+        } else {
+            None
+        };
+        Ok(TxnIter {
+            db,
+            db_next,
+            overlay,
+        })
     }
 
     /// Apply every buffered write atomically. A failure poisons the store.
@@ -446,8 +551,9 @@ impl Txn<'_> {
         let mut batch = WriteBatch::new();
         for (k, v) in self.overlay {
             match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
+                Write::Put(v) => batch.put(k, v),
+                Write::Delete => batch.delete(k),
+                Write::Add(d) => batch.merge(k, d.to_be_bytes()),
             }
         }
         match self.kv.db.write(batch).await {
@@ -458,6 +564,56 @@ impl Txn<'_> {
                 Err(err)
             }
         }
+    }
+}
+
+/// A streaming iterator over a transaction's view of a range.
+pub struct TxnIter<'t> {
+    db: KvIter,
+    db_next: Option<Entry>,
+    overlay: Option<std::iter::Peekable<std::collections::btree_map::Range<'t, Vec<u8>, Write>>>,
+}
+
+impl TxnIter<'_> {
+    /// The next entry in key order, or `None` at the end of the range.
+    pub async fn next(&mut self) -> Result<Option<Entry>> {
+        loop {
+            let Some(overlay) = self.overlay.as_mut() else {
+                return Ok(self.advance_db().await?);
+            };
+            let from_overlay = match (&self.db_next, overlay.peek()) {
+                (None, None) => return Ok(None),
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((dk, _)), Some((ok, _))) => ok.as_slice() <= dk.as_ref(),
+            };
+            if !from_overlay {
+                return self.advance_db().await;
+            }
+            let Some((k, w)) = overlay.next() else {
+                return Ok(None);
+            };
+            let base = match &self.db_next {
+                Some((dk, _)) if dk.as_ref() == k.as_slice() => {
+                    self.advance_db().await?.map(|(_, v)| v)
+                }
+                _ => None,
+            };
+            match w {
+                Write::Put(v) => return Ok(Some((Bytes::copy_from_slice(k), v.clone()))),
+                Write::Delete => continue,
+                Write::Add(d) => {
+                    let v = counter_sum(k, base.as_ref(), *d)?;
+                    return Ok(Some((Bytes::copy_from_slice(k), v)));
+                }
+            }
+        }
+    }
+
+    /// Take the peeked committed entry and peek the next one.
+    async fn advance_db(&mut self) -> Result<Option<Entry>> {
+        let next = self.db.next().await?;
+        Ok(std::mem::replace(&mut self.db_next, next))
     }
 }
 
@@ -488,6 +644,67 @@ mod tests {
             vec![Bytes::from_static(b"b"), Bytes::from_static(b"c")]
         );
         assert_eq!(t.scan(b"a", b"z", 1).await?.len(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn counters_add_without_reading() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let n = |v: u64| Some(Bytes::copy_from_slice(&v.to_be_bytes()));
+        let mut t = kv.txn();
+        t.put(b"c1".to_vec(), 5u64.to_be_bytes().to_vec());
+        t.commit().await?;
+        let mut t = kv.txn();
+        t.add(b"c1".to_vec(), 2)?;
+        t.add(b"c1".to_vec(), 3)?;
+        t.add(b"c2".to_vec(), 7)?;
+        assert_eq!(t.get(b"c1").await?, n(10), "reads see committed + pending");
+        let listed: Vec<_> = t.scan(b"c", b"d", 10).await?;
+        assert_eq!(listed.len(), 2);
+        assert_eq!(Some(listed[0].1.clone()), n(10));
+        assert_eq!(Some(listed[1].1.clone()), n(7));
+        t.commit().await?;
+        assert_eq!(kv.get(b"c1").await?, n(10), "merged in the store");
+        assert_eq!(kv.get(b"c2").await?, n(7), "absent counts as zero");
+        let mut t = kv.txn();
+        t.delete(b"c2".to_vec());
+        t.add(b"c2".to_vec(), 1)?;
+        t.commit().await?;
+        assert_eq!(
+            kv.get(b"c2").await?,
+            n(1),
+            "add after delete starts at zero"
+        );
+        let mut t = kv.txn();
+        t.put(b"x".to_vec(), &b"not a counter"[..]);
+        assert!(
+            t.add(b"x".to_vec(), 1).is_err(),
+            "adding to a non-counter fails"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn iter_streams_past_deleted_keys() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let mut t = kv.txn();
+        for i in 0..100u32 {
+            t.put(format!("k{i:03}").into_bytes(), &b"v"[..]);
+        }
+        t.commit().await?;
+        let mut t = kv.txn();
+        for i in 0..90u32 {
+            t.delete(format!("k{i:03}").into_bytes());
+        }
+        t.put(b"k050a".to_vec(), &b"new"[..]);
+        let mut it = t.iter(b"k", b"l").await?;
+        let mut keys = Vec::new();
+        while let Some((k, _)) = it.next().await? {
+            keys.push(String::from_utf8_lossy(&k).into_owned());
+        }
+        let mut want = vec!["k050a".to_string()];
+        want.extend((90..100).map(|i| format!("k{i:03}")));
+        assert_eq!(keys, want);
         Ok(())
     }
 

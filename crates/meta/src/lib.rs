@@ -20,7 +20,7 @@ use bytes::Bytes;
 use cairn_codec::{
     Body, CodecError, DirentRecord, ExtentRecord, HeadKey, InodeRecord, Key, Versioned, birth_of,
 };
-use cairn_kv::{KvError, Txn};
+use cairn_kv::{KvError, Txn, TxnIter};
 
 /// What went wrong reading or writing records.
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +283,17 @@ pub async fn put<T: Body>(
     Ok(retired)
 }
 
+/// Write `value` as the first version of `key`, a key that has never existed
+/// in this tree or its origins (one of a newly allocated inode: inode numbers
+/// are never reused), so there is nothing to retire and nothing is read.
+pub fn put_new<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey, value: T) {
+    debug_assert_eq!(key.tree(), tree.tree);
+    txn.put(
+        key.encode(),
+        Versioned::new(tree.generation, value).encode(),
+    );
+}
+
 /// Delete the head version of `key`.
 pub async fn delete<T: Body>(
     txn: &mut Txn<'_>,
@@ -507,7 +518,8 @@ async fn visible_range_own(
     };
     // Snapshot view: merge head versions born <= at with history versions
     // alive at `at`. History keys are head-key bodies with another prefix, so
-    // the two streams share an order once the prefix is swapped.
+    // the two streams share an order once the prefix is swapped. Both are
+    // streamed once, so deleted keys are skipped once, whatever the page size.
     let hist = |k: &[u8]| {
         let mut h = k.to_vec();
         if let Some(p) = h.first_mut() {
@@ -515,81 +527,64 @@ async fn visible_range_own(
         }
         h
     };
+    let mut heads = r.iter(start, end).await?;
+    let mut hists = r.iter(&hist(start), &hist(end)).await?;
+    let mut head = heads.next().await?;
+    let mut old = next_history(&mut hists).await?;
     let mut out: Vec<(Bytes, Bytes)> = Vec::new();
-    let mut cursor = start.to_vec();
-    let batch = limit.clamp(1, 512);
-    loop {
-        let heads = r.scan(&cursor, end, batch).await?;
-        let hists = r.scan(&hist(&cursor), &hist(end), batch).await?;
-        let heads_done = heads.len() < batch;
-        let hists_done = hists.len() < batch;
-        // Everything up to `cutoff` (inclusive) is complete in both streams.
-        let mut cutoff: Option<Vec<u8>> = None;
-        if !heads_done && let Some((k, _)) = heads.last() {
-            cutoff = Some(k.to_vec());
-        }
-        if !hists_done && let Some((k, _)) = hists.last() {
-            let Key::History { head, .. } = Key::decode(k).map_err(|e| corrupt(k, e))? else {
-                return Err(corrupt(
-                    k,
-                    CodecError::Malformed {
-                        what: "history key",
-                        reason: "wrong kind",
-                    },
-                ));
-            };
-            let hk = head.encode();
-            cutoff = Some(match cutoff {
-                Some(c) if c <= hk => c,
-                _ => hk,
-            });
-        }
-        let within = |k: &[u8]| cutoff.as_deref().is_none_or(|c| k <= c);
-        let mut visible: std::collections::BTreeMap<Vec<u8>, Bytes> = Default::default();
-        for (k, v) in &heads {
-            if within(k) && birth_of(v).map_err(|e| corrupt(k, e))? <= at {
-                visible.insert(k.to_vec(), v.clone());
-            }
-        }
-        // History versions come ordered by (key, death): the first alive one
-        // per key (death > at) is the candidate.
-        let mut seen_key: Option<Vec<u8>> = None;
-        for (k, v) in &hists {
-            let Key::History { head, death } = Key::decode(k).map_err(|e| corrupt(k, e))? else {
-                return Err(corrupt(
-                    k,
-                    CodecError::Malformed {
-                        what: "history key",
-                        reason: "wrong kind",
-                    },
-                ));
-            };
-            let hk = head.encode();
-            if !within(&hk) || death <= at || seen_key.as_deref() == Some(&hk[..]) {
-                continue;
-            }
-            seen_key = Some(hk.clone());
-            if birth_of(v).map_err(|e| corrupt(k, e))? <= at {
-                visible.entry(hk).or_insert_with(|| v.clone());
-            }
-        }
-        for (k, v) in visible {
-            out.push((Bytes::from(k), v));
-        }
-        let exhausted = cutoff.is_none();
-        if exhausted || out.len() >= limit {
-            if out.len() > limit {
-                out.truncate(limit);
-                return Ok((out, false));
-            }
-            return Ok((out, exhausted));
-        }
-        let Some(mut c) = cutoff else {
-            return Ok((out, true));
+    while out.len() < limit {
+        let key: Vec<u8> = match (&head, &old) {
+            (None, None) => break,
+            (Some((k, _)), None) => k.to_vec(),
+            (None, Some((k, _, _))) => k.clone(),
+            (Some((a, _)), Some((b, _, _))) => std::cmp::min(a.as_ref(), b.as_slice()).to_vec(),
         };
-        c.push(0);
-        cursor = c;
+        let mut visible = None;
+        if let Some((k, v)) = &head
+            && k.as_ref() == key.as_slice()
+        {
+            if birth_of(v).map_err(|e| corrupt(k, e))? <= at {
+                visible = Some(v.clone());
+            }
+            head = heads.next().await?;
+        }
+        // History versions of `key` come ordered by death: the first alive
+        // one (death > at) is the candidate, visible if born by `at`.
+        let mut decided = visible.is_some();
+        while let Some((k, death, v)) = &old
+            && *k == key
+        {
+            if !decided && *death > at {
+                decided = true;
+                if birth_of(v).map_err(|e| corrupt(k, e))? <= at {
+                    visible = Some(v.clone());
+                }
+            }
+            old = next_history(&mut hists).await?;
+        }
+        if let Some(v) = visible {
+            out.push((Bytes::from(key), v));
+        }
     }
+    let exhausted = head.is_none() && old.is_none();
+    Ok((out, exhausted))
+}
+
+/// The next history entry as `(head key, death, value)`.
+async fn next_history(it: &mut TxnIter<'_>) -> Result<Option<(Vec<u8>, u64, Bytes)>> {
+    let Some((k, v)) = it.next().await? else {
+        return Ok(None);
+    };
+    let Key::History { head, death } = Key::decode(&k).map_err(|e| corrupt(&k, e))? else {
+        return Err(corrupt(
+            &k,
+            CodecError::Malformed {
+                what: "history key",
+                reason: "wrong kind",
+            },
+        ));
+    };
+    Ok(Some((head.encode(), death, v)))
 }
 
 #[cfg(test)]
