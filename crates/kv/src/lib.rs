@@ -579,7 +579,7 @@ impl TxnIter<'_> {
     pub async fn next(&mut self) -> Result<Option<Entry>> {
         loop {
             let Some(overlay) = self.overlay.as_mut() else {
-                return Ok(self.advance_db().await?);
+                return self.advance_db().await;
             };
             let from_overlay = match (&self.db_next, overlay.peek()) {
                 (None, None) => return Ok(None),
