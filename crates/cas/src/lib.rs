@@ -51,8 +51,17 @@ fn corrupt(hash: &ChunkHash, reason: impl Into<String>) -> CasError {
 
 /// Encode a chunk for storage: `[codec][payload]`, LZ4 only when it saves space.
 pub fn encode_chunk(data: &[u8]) -> Vec<u8> {
-    let compressed = lz4_flex::compress_prepend_size(data);
-    if compressed.len() < data.len() {
+    encode_chunk_as(data, true)
+}
+
+/// Encode a chunk for storage, trying LZ4 only if `compress`.
+pub fn encode_chunk_as(data: &[u8], compress: bool) -> Vec<u8> {
+    let compressed = if compress {
+        lz4_flex::compress_prepend_size(data)
+    } else {
+        Vec::new()
+    };
+    if compress && compressed.len() < data.len() {
         let mut out = Vec::with_capacity(compressed.len() + 1);
         out.push(CODEC_LZ4);
         out.extend_from_slice(&compressed);
@@ -151,16 +160,36 @@ pub async fn stats(kv: &Kv) -> Result<ChunkStats> {
 
 /// Refcount changes and new chunk contents collected during one operation,
 /// applied with [`Pending::apply`] into its transaction.
-#[derive(Default)]
 pub struct Pending {
     deltas: HashMap<ChunkHash, i64>,
     staged: HashMap<ChunkHash, Bytes>,
+    compress: bool,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self {
+            deltas: HashMap::new(),
+            staged: HashMap::new(),
+            compress: true,
+        }
+    }
 }
 
 impl Pending {
-    /// An empty set of changes.
+    /// An empty set of changes; new chunks are LZ4-compressed where that
+    /// saves space.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty set of changes that stores new chunks as they are, or
+    /// compressed where that saves space if `compress`.
+    pub fn with_compression(compress: bool) -> Self {
+        Self {
+            compress,
+            ..Self::default()
+        }
     }
 
     /// Reference a chunk with this content (storing it if it is new).
@@ -246,7 +275,7 @@ impl Pending {
                 let Some(data) = self.staged.get(hash) else {
                     return Err(corrupt(hash, "referenced before it was stored"));
                 };
-                let stored = encode_chunk(data);
+                let stored = encode_chunk_as(data, self.compress);
                 st.chunks += 1;
                 st.stored_bytes += stored.len() as u64;
                 st.plain_bytes += data.len() as u64;

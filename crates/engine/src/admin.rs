@@ -84,6 +84,21 @@ pub struct SnapshotInfo {
     pub written_bytes: Option<u64>,
     /// Datasets cloned from it.
     pub clones: Vec<String>,
+    /// Its view id (store-wide, never reused; see [`Engine::view`]).
+    pub view_id: u64,
+}
+
+/// Which dataset or snapshot a view id names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewInfo {
+    /// The view id (a dataset's id, or a snapshot's view id).
+    pub id: u64,
+    /// The dataset's id.
+    pub dataset_id: u64,
+    /// The dataset's name.
+    pub dataset: String,
+    /// The snapshot's name, for a snapshot view.
+    pub snapshot: Option<String>,
 }
 
 /// What `gc` did.
@@ -156,6 +171,42 @@ impl Engine {
         Ok(())
     }
 
+    /// The view with id `id` (a dataset's id, or a snapshot's view id) and
+    /// what it is. `Stale` if no live dataset or snapshot has that id: ids
+    /// are never reused, so a view id stays valid exactly as long as what it
+    /// names exists.
+    pub async fn view(&self, id: u64) -> Result<(DatasetFs, ViewInfo)> {
+        let w = self.inner.writer.lock().await;
+        let (tree, at) = w.reg.view_by_id(id).ok_or_else(|| {
+            FsError::new(
+                ErrorKind::Stale,
+                format!("no dataset or snapshot has view id {id}"),
+            )
+        })?;
+        let fs = self.fs_for(&w.reg, tree, at)?;
+        let snapshot = at.and_then(|g| w.reg.snapshot(tree, g).map(|s| s.name.clone()));
+        Ok((
+            fs,
+            ViewInfo {
+                id,
+                dataset_id: tree,
+                dataset: w.reg.name_of(tree),
+                snapshot,
+            },
+        ))
+    }
+
+    /// The id of the dataset named `name`, if there is one.
+    pub async fn dataset_id(&self, name: &str) -> Option<u64> {
+        let w = self.inner.writer.lock().await;
+        w.reg.by_name(name).ok().map(|d| d.id)
+    }
+
+    /// The default dataset's id (its view id).
+    pub async fn default_dataset_id(&self) -> u64 {
+        self.inner.writer.lock().await.reg.default_id()
+    }
+
     /// The live view of dataset `name`.
     pub async fn dataset(&self, name: &str) -> Result<DatasetFs> {
         let w = self.inner.writer.lock().await;
@@ -184,7 +235,7 @@ impl Engine {
         w.reg.check_new_dataset_name(name).map_err(reg_err)?;
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
-        let id = reg.alloc_tree(&mut t);
+        let id = reg.alloc_tree(&mut t).map_err(reg_err)?;
         let d = Registry::new_dataset(id, name, chunk_size, None, 1);
         put_root_dir(&mut t, id, d.generation);
         reg.put_dataset(&mut t, d);
@@ -473,6 +524,7 @@ impl Engine {
             generation: s.generation,
             created: s.created,
             files: s.files,
+            view_id: s.view_id,
             referenced_bytes: None,
             unique_bytes: None,
             written_bytes: None,
@@ -670,7 +722,7 @@ impl Engine {
         }
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
-        let id = reg.alloc_tree(&mut t);
+        let id = reg.alloc_tree(&mut t).map_err(reg_err)?;
         let d = Registry::new_dataset(
             id,
             name,

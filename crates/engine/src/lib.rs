@@ -24,12 +24,13 @@ use cairn_codec::{
     FileKind, HeadKey, InodeRecord, Key, Timestamp, Versioned, decode_u64, encode_u64,
 };
 use cairn_fs::{ErrorKind, FsError};
-use cairn_kv::{Kv, KvError, KvErrorKind, KvOptions};
+use cairn_kv::{Kv, KvError, KvErrorKind};
 use cairn_registry::{Registry, RegistryError};
 
-pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo};
+pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo, ViewInfo};
 pub use cairn_fs as api;
-pub use cairn_registry::{ROOT_DATASET, SnapshotSpec};
+pub use cairn_kv::KvOptions;
+pub use cairn_registry::{MAX_VIEW_ID, ROOT_DATASET, SnapshotSpec};
 pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;
 pub use fsck::{FsckReport, Problem};
@@ -40,9 +41,13 @@ pub const INLINE_MAX: usize = 4096;
 /// Default chunk size (64 KiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 /// The root directory's inode number in every dataset.
 pub const ROOT_INO: u64 = 1;
+/// Largest inode number a store hands out (2^40 - 2): protocol front ends
+/// pack a view id and an inode number into one 64-bit file id, and keep
+/// 2^40 - 1 for a virtual directory of their own.
+pub const MAX_INO: u64 = (1 << 40) - 2;
 /// Capacity reported by fsstat (object stores have no fixed size): 1 PiB.
 pub const REPORTED_CAPACITY_BYTES: u64 = 1 << 50;
 /// Inode capacity reported by fsstat.
@@ -58,6 +63,8 @@ const META_STORE_ID: &[u8] = b"store_id";
 pub struct EngineOptions {
     /// Chunk size for a new store (ignored when opening an existing one).
     pub chunk_size: u32,
+    /// Whether new chunks are LZ4-compressed where that saves space.
+    pub compress: bool,
     /// Key-value options (object store credentials, wrappers).
     pub kv: KvOptions,
 }
@@ -66,6 +73,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
+            compress: true,
             kv: KvOptions::default(),
         }
     }
@@ -83,6 +91,7 @@ pub(crate) type ViewId = (u64, Option<u64>);
 pub(crate) struct Inner {
     pub(crate) kv: Kv,
     pub(crate) chunk_size: u32,
+    pub(crate) compress: bool,
     pub(crate) store_id: u64,
     pub(crate) writer: tokio::sync::Mutex<WriterState>,
     /// Views that exist, published by the writer after registry changes so
@@ -190,6 +199,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 kv,
                 chunk_size: chunk_size as u32,
+                compress: options.compress,
                 store_id,
                 writer: tokio::sync::Mutex::new(WriterState { next_ino, reg }),
                 live: Default::default(),
@@ -221,6 +231,13 @@ impl Engine {
     /// Chunk size in bytes.
     pub fn chunk_size(&self) -> u32 {
         self.inner.chunk_size
+    }
+
+    /// The store's identity: a random number fixed when the store was made.
+    /// Protocol front ends put it in file handles so handles from another
+    /// store are refused as stale.
+    pub fn store_id(&self) -> u64 {
+        self.inner.store_id
     }
 
     /// Store-wide chunk statistics (distinct chunks, stored and plain bytes).
@@ -269,7 +286,7 @@ async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
     t.put(meta(META_NEXT_INO), encode_u64(ROOT_INO + 1));
     t.put(meta(META_STORE_ID), encode_u64(u64::from_be_bytes(id) | 1));
     let mut reg = Registry::default();
-    let tree = reg.alloc_tree(&mut t);
+    let tree = reg.alloc_tree(&mut t).map_err(reg_err)?;
     let ds = Registry::new_dataset(tree, ROOT_DATASET, chunk_size, None, 1);
     let generation = ds.generation;
     reg.put_dataset(&mut t, ds);
@@ -314,6 +331,7 @@ pub(crate) fn kv_err(e: KvError) -> FsError {
         KvErrorKind::Corrupt => ErrorKind::Corrupt,
         KvErrorKind::Poisoned => ErrorKind::Poisoned,
         KvErrorKind::Invalid => ErrorKind::Invalid,
+        KvErrorKind::Locked => ErrorKind::Busy,
         KvErrorKind::Unavailable
         | KvErrorKind::Fenced
         | KvErrorKind::Closed

@@ -87,7 +87,7 @@ impl<'a> Op<'a> {
             txn: inner.kv.txn(),
             inner,
             w,
-            pending: Pending::new(),
+            pending: Pending::with_compression(inner.compress),
             tree: ds.tree_state(),
             now: Timestamp::now(),
             chunk_size: ds.chunk_size,
@@ -190,12 +190,19 @@ impl<'a> Op<'a> {
     }
 
     /// Allocate an inode number (never reused, even if this op fails).
-    pub(crate) fn alloc_ino(&mut self) -> u64 {
+    /// `NoSpace` past [`crate::MAX_INO`].
+    pub(crate) fn alloc_ino(&mut self) -> Result<u64> {
         let ino = self.w.next_ino;
+        if ino > crate::MAX_INO {
+            return Err(err(
+                ErrorKind::NoSpace,
+                format!("this store has used all {} inode numbers", crate::MAX_INO),
+            ));
+        }
         self.w.next_ino += 1;
         self.txn
             .put(meta_key(NEXT_INO_KEY), encode_u64(self.w.next_ino));
-        ino
+        Ok(ino)
     }
 
     pub(crate) fn count_inodes(&mut self, delta: i64) {

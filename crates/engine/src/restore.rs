@@ -111,7 +111,7 @@ impl Engine {
         let mut entries: Vec<(u64, Vec<u8>, DirentRecord)> = Vec::new();
         let src_kind = src_rec.kind;
         let mut stack = vec![(src_ino, src_rec)];
-        map.insert(src_ino, op.alloc_ino());
+        map.insert(src_ino, op.alloc_ino()?);
         links.insert(src_ino, 1);
         while let Some((ino, rec)) = stack.pop() {
             if rec.kind == FileKind::Directory {
@@ -128,7 +128,7 @@ impl Engine {
                         if map.contains_key(&e.record.ino) {
                             continue;
                         }
-                        map.insert(e.record.ino, op.alloc_ino());
+                        map.insert(e.record.ino, op.alloc_ino()?);
                         let child = cairn_meta::inode(&op.txn, snap_view, e.record.ino)
                             .await
                             .map_err(meta_err)?

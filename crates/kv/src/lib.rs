@@ -85,6 +85,8 @@ pub enum KvErrorKind {
     Corrupt,
     /// An earlier durability failure left state unknown; restart the process.
     Poisoned,
+    /// Another process holds the store open: stop it, or use another store.
+    Locked,
     /// A bug or an unexpected internal failure.
     Internal,
 }
@@ -247,6 +249,60 @@ pub struct Kv {
     db: Db,
     url: StoreUrl,
     poisoned: Mutex<Option<String>>,
+    /// Held for the life of the handle: refuses a second process on the same
+    /// local store (released by the OS if this one dies).
+    _lock: Option<std::fs::File>,
+}
+
+/// Name of the lock file in a local store's directory.
+pub const LOCK_FILE: &str = "cairn.lock";
+
+/// Take the exclusive lock of a local store directory, or say who holds it.
+fn lock_dir(dir: &std::path::Path, shown: &str) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            KvError::new(
+                KvErrorKind::Invalid,
+                format!("cannot open lock file {}: {e}", path.display()),
+            )
+        })?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(KvError::new(
+                KvErrorKind::Locked,
+                format!(
+                    "store {shown} is in use by another cairn process{}; stop it first (only one process may serve a store)",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({holder})")
+                    }
+                ),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(KvError::new(
+                KvErrorKind::Invalid,
+                format!("cannot lock {}: {e}", path.display()),
+            ));
+        }
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = write!(f, "pid {}", std::process::id());
+    let _ = f.flush();
+    Ok(f)
 }
 
 impl std::fmt::Debug for Kv {
@@ -265,6 +321,10 @@ impl Kv {
     pub async fn open(url: &str, options: KvOptions) -> Result<Self> {
         let url = StoreUrl::parse(url)?;
         let (mut store, path) = url.object_store(&options.object_store_options)?;
+        let lock = match &url.kind {
+            StoreKind::Local(dir) => Some(lock_dir(dir, &url.display)?),
+            _ => None,
+        };
         if let Some(wrap) = &options.wrap {
             store = (wrap.0)(store);
         }
@@ -278,6 +338,7 @@ impl Kv {
             db,
             url,
             poisoned: Mutex::new(None),
+            _lock: lock,
         })
     }
 
@@ -705,6 +766,25 @@ mod tests {
         let mut want = vec!["k050a".to_string()];
         want.extend((90..100).map(|i| format!("k{i:03}")));
         assert_eq!(keys, want);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_second_opener_of_a_local_store_is_refused() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("cairn-kv-lock-{}", std::process::id()));
+        let url = format!("file://{}", dir.display());
+        let first = Kv::open(&url, KvOptions::default()).await?;
+        let second = Kv::open(&url, KvOptions::default()).await;
+        let err = second.err().map(|e| (e.kind, e.message));
+        assert!(
+            matches!(&err, Some((KvErrorKind::Locked, m)) if m.contains("in use") && m.contains("pid")),
+            "{err:?}"
+        );
+        first.close().await?;
+        drop(first);
+        let again = Kv::open(&url, KvOptions::default()).await?;
+        again.close().await?;
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
 

@@ -20,6 +20,9 @@ use cairn_meta::{Lineage, MAX_CLONE_DEPTH, TreeState, View};
 pub const NAME_MAX: usize = 255;
 /// Name of the dataset a new store starts with.
 pub const ROOT_DATASET: &str = "root";
+/// Largest dataset or snapshot id a store hands out (2^24 - 1): protocol
+/// front ends pack a view id and an inode number into one 64-bit file id.
+pub const MAX_VIEW_ID: u64 = (1 << 24) - 1;
 
 const META_DEFAULT: &[u8] = b"registry.default";
 const META_NEXT_TREE: &[u8] = b"registry.next_tree";
@@ -220,6 +223,10 @@ pub struct SnapshotRecord {
     /// Set while it is being destroyed: the end (inclusive) of the dead-list
     /// death range the destruction frees. Hidden from listings.
     pub destroying: Option<u64>,
+    /// Its view id: a store-wide number, never reused, from the counter that
+    /// also numbers datasets (a dataset's view id is its id). Protocol front
+    /// ends name views by it (NFS file handles and file ids).
+    pub view_id: u64,
 }
 
 impl SnapshotRecord {
@@ -235,6 +242,7 @@ impl SnapshotRecord {
             }
             None => out.push(0),
         }
+        out.extend_from_slice(&self.view_id.to_be_bytes());
         out
     }
 
@@ -248,6 +256,7 @@ impl SnapshotRecord {
             0 => None,
             _ => Some(r.u64()?),
         };
+        let view_id = r.u64()?;
         r.finish()?;
         Ok(Self {
             tree,
@@ -256,6 +265,7 @@ impl SnapshotRecord {
             created,
             files,
             destroying,
+            view_id,
         })
     }
 }
@@ -478,12 +488,31 @@ impl Registry {
         Ok(())
     }
 
-    /// Allocate a tree id for a new dataset, staging the counter.
-    pub fn alloc_tree(&mut self, txn: &mut Txn<'_>) -> u64 {
+    /// Allocate an id for a new dataset (its tree id) or snapshot (its view
+    /// id), staging the counter. Ids are never reused. Refused past
+    /// [`MAX_VIEW_ID`].
+    pub fn alloc_tree(&mut self, txn: &mut Txn<'_>) -> Result<u64> {
         let id = self.next_tree.max(1);
+        if id > MAX_VIEW_ID {
+            return Err(RegistryError::Busy(format!(
+                "this store has used all {MAX_VIEW_ID} dataset and snapshot ids"
+            )));
+        }
         self.next_tree = id + 1;
         txn.put(meta(META_NEXT_TREE), encode_u64(self.next_tree));
-        id
+        Ok(id)
+    }
+
+    /// The dataset or live snapshot whose view id is `id`: `(tree, None)`
+    /// for a dataset head, `(tree, Some(generation))` for a snapshot.
+    pub fn view_by_id(&self, id: u64) -> Option<(u64, Option<u64>)> {
+        if self.datasets.contains_key(&id) {
+            return Some((id, None));
+        }
+        self.snapshots
+            .values()
+            .find(|s| s.view_id == id && s.destroying.is_none())
+            .map(|s| (s.tree, Some(s.generation)))
     }
 
     /// A new dataset record (not yet stored).
@@ -608,7 +637,7 @@ mod tests {
         let kv = Kv::open("memory://", Default::default()).await?;
         let mut reg = Registry::load(&kv).await?;
         let mut t = kv.txn();
-        let id = reg.alloc_tree(&mut t);
+        let id = reg.alloc_tree(&mut t)?;
         let mut d = Registry::new_dataset(id, "home", 65536, Some((9, 4)), 3);
         d.generation = 7;
         reg.put_dataset(&mut t, d.clone());
@@ -620,6 +649,7 @@ mod tests {
             created: Timestamp::now(),
             files: 3,
             destroying: None,
+            view_id: 12,
         };
         reg.put_snapshot(&mut t, s.clone());
         t.commit().await?;
@@ -627,6 +657,9 @@ mod tests {
         assert_eq!(back.dataset(id), Some(&d));
         assert_eq!(back.snapshot(id, 6), Some(&s));
         assert_eq!(back.default_id(), id);
+        assert_eq!(back.view_by_id(12), Some((id, Some(6))));
+        assert_eq!(back.view_by_id(id), Some((id, None)));
+        assert_eq!(back.view_by_id(99), None);
         assert_eq!(back.resolve(&SnapshotSpec::parse("home@monday")?)?, &s);
         assert_eq!(back.resolve(&SnapshotSpec::parse("monday")?)?, &s);
         assert!(matches!(

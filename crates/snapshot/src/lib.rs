@@ -73,6 +73,7 @@ pub fn create(
         ))
         .into());
     }
+    let view_id = reg.alloc_tree(txn)?;
     let rec = SnapshotRecord {
         tree: dataset,
         generation: d.generation,
@@ -80,6 +81,7 @@ pub fn create(
         created: Timestamp::now(),
         files: d.files,
         destroying: None,
+        view_id,
     };
     d.last_snapshot = d.generation;
     d.generation += 1;

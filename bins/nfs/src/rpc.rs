@@ -1,0 +1,243 @@
+//! ONC RPC over TCP (RFC 5531): record marking, call headers, credentials and
+//! reply framing. The XDR types come from `nfs3_types`.
+
+use std::io::Cursor;
+
+use cairn_fs::Creds;
+use nfs3_types::rpc::{
+    RPC_VERSION_2, accept_stat_data, accepted_reply, auth_flavor, auth_stat, auth_unix, msg_body,
+    opaque_auth, rejected_reply, reply_body, rpc_msg,
+};
+use nfs3_types::xdr_codec::{Pack, Unpack};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest RPC record accepted, in bytes: a 1 MiB WRITE plus headers. A
+/// larger record closes the connection.
+pub const MAX_RECORD_BYTES: usize = (1 << 20) + 64 * 1024;
+/// Supplementary groups kept from an AUTH_UNIX credential (its protocol limit).
+pub const MAX_GROUPS: usize = 16;
+/// The credentials AUTH_NULL calls run with (nobody).
+pub const NOBODY: u32 = 65534;
+
+/// A parsed call header.
+#[derive(Debug)]
+pub struct Call {
+    /// Transaction id.
+    pub xid: u32,
+    /// Program number.
+    pub prog: u32,
+    /// Program version.
+    pub vers: u32,
+    /// Procedure number.
+    pub proc_: u32,
+    /// The caller's credentials.
+    pub creds: Creds,
+}
+
+/// Why a record is not a call we can serve; each maps to one reply (or none).
+#[derive(Debug)]
+pub enum BadCall {
+    /// Not even an RPC header: no reply is possible (the xid is unknown).
+    Garbage,
+    /// A reply message or other non-call: ignored.
+    NotACall,
+    /// RPC version other than 2.
+    RpcMismatch(u32),
+    /// Unsupported or malformed credentials.
+    Auth(u32, auth_stat),
+}
+
+/// Read one record (all fragments). `Ok(None)` at a clean end of stream.
+pub async fn read_record<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut record = Vec::new();
+    loop {
+        let mut hdr = [0u8; 4];
+        match r.read_exact(&mut hdr).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && record.is_empty() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+        let word = u32::from_be_bytes(hdr);
+        let last = word & 0x8000_0000 != 0;
+        let len = (word & 0x7fff_ffff) as usize;
+        if record.len() + len > MAX_RECORD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "RPC record of more than {MAX_RECORD_BYTES} bytes ({} so far)",
+                    record.len() + len
+                ),
+            ));
+        }
+        let start = record.len();
+        record.resize(start + len, 0);
+        r.read_exact(&mut record[start..]).await?;
+        if last {
+            return Ok(Some(record));
+        }
+    }
+}
+
+/// Frame `msg` as one record.
+pub fn frame(mut msg: Vec<u8>) -> Vec<u8> {
+    let len = (msg.len() as u32) | 0x8000_0000;
+    let mut out = Vec::with_capacity(msg.len() + 4);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.append(&mut msg);
+    out
+}
+
+/// Parse a call header; returns it and the offset of the procedure's
+/// arguments.
+pub fn parse_call(record: &[u8]) -> Result<(Call, usize), BadCall> {
+    let mut cur = Cursor::new(record);
+    let (msg, _) = rpc_msg::unpack(&mut cur).map_err(|_| BadCall::Garbage)?;
+    let xid = msg.xid;
+    let msg_body::CALL(call) = msg.body else {
+        return Err(BadCall::NotACall);
+    };
+    if call.rpcvers != RPC_VERSION_2 {
+        return Err(BadCall::RpcMismatch(xid));
+    }
+    let creds = match call.cred.flavor {
+        auth_flavor::AUTH_UNIX => {
+            let body: &[u8] = call.cred.body.0.as_ref();
+            let (a, _) = auth_unix::unpack(&mut Cursor::new(body))
+                .map_err(|_| BadCall::Auth(xid, auth_stat::AUTH_BADCRED))?;
+            let mut groups = a.gids;
+            groups.truncate(MAX_GROUPS);
+            Creds {
+                uid: a.uid,
+                gid: a.gid,
+                groups,
+            }
+        }
+        auth_flavor::AUTH_NULL => Creds::user(NOBODY, NOBODY),
+        _ => return Err(BadCall::Auth(xid, auth_stat::AUTH_TOOWEAK)),
+    };
+    Ok((
+        Call {
+            xid,
+            prog: call.prog,
+            vers: call.vers,
+            proc_: call.proc,
+            creds,
+        },
+        cur.position() as usize,
+    ))
+}
+
+fn accepted(xid: u32, data: accept_stat_data, body: &[u8]) -> Vec<u8> {
+    let msg = rpc_msg {
+        xid,
+        body: msg_body::REPLY(reply_body::MSG_ACCEPTED(accepted_reply {
+            verf: opaque_auth::default(),
+            reply_data: data,
+        })),
+    };
+    let mut out = Vec::with_capacity(msg.packed_size() + body.len());
+    // Packing into a Vec cannot fail.
+    let _ = msg.pack(&mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A successful reply carrying the packed result `body`.
+pub fn success(xid: u32, body: &[u8]) -> Vec<u8> {
+    accepted(xid, accept_stat_data::SUCCESS, body)
+}
+
+/// An accepted reply with an error status (PROG_UNAVAIL, PROC_UNAVAIL, ...).
+pub fn accept_error(xid: u32, data: accept_stat_data) -> Vec<u8> {
+    accepted(xid, data, &[])
+}
+
+/// A denied reply.
+pub fn denied(xid: u32, why: rejected_reply) -> Vec<u8> {
+    let msg = rpc_msg {
+        xid,
+        body: msg_body::REPLY(reply_body::MSG_DENIED(why)),
+    };
+    let mut out = Vec::with_capacity(msg.packed_size());
+    let _ = msg.pack(&mut out);
+    out
+}
+
+/// Pack any XDR value.
+pub fn pack<T: Pack>(v: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.packed_size());
+    let _ = v.pack(&mut out);
+    out
+}
+
+/// Unpack procedure arguments; every byte must be used.
+pub fn unpack<T: Unpack>(args: &[u8]) -> Option<T> {
+    let mut cur = Cursor::new(args);
+    let (v, _) = T::unpack(&mut cur).ok()?;
+    (cur.position() as usize == args.len()).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfs3_types::rpc::call_body;
+
+    fn call(cred: opaque_auth<'static>) -> Vec<u8> {
+        let msg = rpc_msg {
+            xid: 7,
+            body: msg_body::CALL(call_body {
+                rpcvers: 2,
+                prog: 100_003,
+                vers: 3,
+                proc: 1,
+                cred,
+                verf: opaque_auth::default(),
+            }),
+        };
+        let mut out = pack(&msg);
+        out.extend_from_slice(&[1, 2, 3, 4]);
+        out
+    }
+
+    #[test]
+    fn parses_auth_unix_and_finds_the_arguments() {
+        let auth = auth_unix {
+            uid: 1000,
+            gid: 100,
+            gids: (0..40).collect(),
+            ..Default::default()
+        };
+        let rec = call(opaque_auth::auth_unix(&auth));
+        let (c, off) = parse_call(&rec).expect("a valid call");
+        assert_eq!((c.xid, c.prog, c.vers, c.proc_), (7, 100_003, 3, 1));
+        assert_eq!((c.creds.uid, c.creds.gid), (1000, 100));
+        assert_eq!(c.creds.groups.len(), MAX_GROUPS);
+        assert_eq!(&rec[off..], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert!(matches!(parse_call(&[0, 1, 2]), Err(BadCall::Garbage)));
+        let mut rec = call(opaque_auth::default());
+        rec[11] = 9; // rpcvers
+        assert!(matches!(parse_call(&rec), Err(BadCall::RpcMismatch(7))));
+    }
+
+    #[tokio::test]
+    async fn records_reassemble_and_oversized_ones_fail() {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&3u32.to_be_bytes());
+        wire.extend_from_slice(b"abc");
+        wire.extend_from_slice(&(2u32 | 0x8000_0000).to_be_bytes());
+        wire.extend_from_slice(b"de");
+        let mut r = &wire[..];
+        let rec = read_record(&mut r).await.ok().flatten();
+        assert_eq!(rec.as_deref(), Some(&b"abcde"[..]));
+        assert!(matches!(read_record(&mut r).await, Ok(None)));
+        let huge = ((MAX_RECORD_BYTES as u32 + 1) | 0x8000_0000).to_be_bytes();
+        let mut r = &huge[..];
+        assert!(read_record(&mut r).await.is_err());
+    }
+}
