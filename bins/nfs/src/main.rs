@@ -1,19 +1,18 @@
-//! `cairn-nfs`: serves a cairn store over NFSv3 (and, in the same process,
-//! the admin API). With no arguments it serves `./cairn-data` on
-//! `127.0.0.1:2049`.
+//! `cairn-nfs`: serves a cairn store over NFSv3 and, in the same process
+//! (the one that owns the store), the admin API. With no arguments it serves
+//! `./cairn-data` on `127.0.0.1:2049`, and the admin API on
+//! `127.0.0.1:7049`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cairn_config::Config;
-use cairn_engine::{Engine, EngineOptions, KvOptions};
+use cairn_daemon::Overrides;
 use cairn_nfs::{NfsOptions, NfsServer};
+use cairn_rpc::RpcServer;
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
-/// Serve a cairn store over NFSv3.
+/// Serve a cairn store over NFSv3, with the admin API beside it.
 #[derive(Debug, Parser)]
 #[command(name = "cairn-nfs", version, about)]
 struct Args {
@@ -33,77 +32,24 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cairn-nfs: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("cairn-nfs: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn load_config(args: &Args) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
-    if let Some(s) = &args.store {
-        config.storage.url = s.clone();
-    }
-    if let Some(a) = &args.nfs_listen {
-        config.nfs.listen = a.clone();
-    }
-    if let Some(a) = &args.rpc_listen {
-        config.rpc.listen = a.clone();
-    }
-    Ok(config)
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .try_init();
+    cairn_daemon::run_main("cairn-nfs", run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let config = load_config(&args)?;
-    init_logging(&config.log.level);
-    let nfs_addr: SocketAddr = config.nfs.listen.parse().with_context(|| {
-        format!(
-            "--nfs-listen {:?} is not an address:port",
-            config.nfs.listen
-        )
-    })?;
-    let engine = Engine::open(
-        &config.storage.url,
-        EngineOptions {
-            chunk_size: config.storage.chunk_size_bytes as u32,
-            compress: config.storage.compression == cairn_config::Compression::Lz4,
-            kv: KvOptions {
-                object_store_options: config.storage.options.clone().into_iter().collect(),
-                ..Default::default()
-            },
+    let config = cairn_daemon::load_config(
+        args.config.as_deref(),
+        &Overrides {
+            store: args.store,
+            nfs_listen: args.nfs_listen,
+            rpc_listen: args.rpc_listen,
         },
-    )
-    .await
-    .with_context(|| format!("cannot open store {}", config.storage.url))?;
-    let server = NfsServer::bind(
+    )?;
+    cairn_daemon::init_logging(&config.log.level);
+    let nfs_addr = cairn_daemon::listen_addr(&config.nfs.listen, "nfs.listen")?;
+    let rpc_addr = cairn_daemon::listen_addr(&config.rpc.listen, "rpc.listen")?;
+    let token = cairn_daemon::admin_token(&config, rpc_addr)?;
+    let engine = cairn_daemon::open_engine(&config).await?;
+    let nfs = NfsServer::bind(
         engine.clone(),
         nfs_addr,
         NfsOptions {
@@ -112,7 +58,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let local = server.local_addr()?;
+    let rpc = RpcServer::bind(engine.clone(), rpc_addr, token.clone())
+        .await
+        .with_context(|| format!("cannot listen for the admin API on {rpc_addr}"))?;
+    let local = nfs.local_addr()?;
     let datasets: Vec<String> = engine
         .list_datasets()
         .await
@@ -132,37 +81,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("cairn-nfs: datasets: {}", datasets.join(", "));
     println!("cairn-nfs: NFS listening on {local}");
     println!(
+        "cairn-nfs: admin API listening on {}{}",
+        rpc.local_addr()?,
+        if token.is_some() {
+            " (token required)"
+        } else {
+            ""
+        }
+    );
+    println!(
         "cairn-nfs: mount with: mount -t nfs -o vers=3,proto=tcp,port={p},mountport={p},nolock {}:/ /mnt",
         local.ip(),
         p = local.port()
     );
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals(shutdown.clone()));
-    server.serve(shutdown).await?;
+    let shutdown = cairn_daemon::shutdown_on_signals();
+    let (n, r) = tokio::join!(nfs.serve(shutdown.clone()), async {
+        let r = rpc.serve(shutdown.clone()).await;
+        // If the admin API fails, stop NFS too rather than run half a server.
+        shutdown.cancel();
+        r
+    });
+    n?;
+    r.context("admin API")?;
     tracing::info!("stopped serving; flushing the store");
-    engine
-        .flush()
-        .await
-        .context("flushing the store at shutdown")?;
-    engine.close().await.context("closing the store")?;
-    tracing::info!("store closed");
-    Ok(())
-}
-
-/// Cancel `token` on SIGINT or SIGTERM.
-async fn signals(token: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-    }
-    token.cancel();
+    cairn_daemon::close_engine(&engine).await
 }

@@ -28,7 +28,7 @@ mod value;
 pub use key::{ChunkHash, HeadKey, Key, KeyPrefix, name_cookie};
 pub use value::{
     Body, DirentRecord, ExtentRecord, FileKind, InodeRecord, Timestamp, Versioned, birth_of,
-    decode_u64, decode_u64s, encode_u64, encode_u64s,
+    decode_u64, decode_u64s, encode_u64, encode_u64s, is_whiteout, set_birth,
 };
 
 /// A record could not be decoded: the bytes are not what this codec writes.

@@ -78,6 +78,27 @@ pub fn birth_of(bytes: &[u8]) -> Result<u64> {
     r.u64()
 }
 
+/// Whether an encoded versioned value is a whiteout (checks its header only).
+pub fn is_whiteout(bytes: &[u8]) -> Result<bool> {
+    birth_of(bytes)?;
+    match bytes[0] {
+        TAG_RECORD => Ok(false),
+        TAG_WHITEOUT => Ok(true),
+        tag => Err(CodecError::UnknownTag {
+            what: "versioned value",
+            tag,
+        }),
+    }
+}
+
+/// Rewrite the birth generation of an encoded versioned value in place.
+/// Fails (changing nothing) if `bytes` is too short to be one.
+pub fn set_birth(bytes: &mut [u8], birth: u64) -> Result<()> {
+    birth_of(bytes)?;
+    bytes[1..9].copy_from_slice(&birth.to_be_bytes());
+    Ok(())
+}
+
 /// The type of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {

@@ -234,6 +234,35 @@ impl Config {
     }
 }
 
+/// Name of the generated admin token file in a local store's directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+impl Config {
+    /// The local directory of the store, for `file://` URLs and plain paths
+    /// (relative paths are taken from the current directory); `None` for
+    /// remote and in-memory stores.
+    pub fn local_store_dir(&self) -> Option<std::path::PathBuf> {
+        let url = self.storage.url.as_str();
+        if let Some(rest) = url.strip_prefix("file://") {
+            return Some(std::path::PathBuf::from(rest));
+        }
+        if url.contains("://") {
+            return None;
+        }
+        std::path::absolute(url).ok()
+    }
+
+    /// Where the generated admin token lives (local stores only).
+    pub fn token_path(&self) -> Option<std::path::PathBuf> {
+        self.local_store_dir().map(|d| d.join(TOKEN_FILE))
+    }
+
+    /// The admin endpoint URL clients use: `http://` + `rpc.listen`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.rpc.listen)
+    }
+}
+
 /// Replace `${VAR}` in every string value.
 fn substitute(
     v: &mut toml::Value,

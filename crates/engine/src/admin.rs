@@ -88,6 +88,22 @@ pub struct SnapshotInfo {
     pub view_id: u64,
 }
 
+/// Store-wide space accounting (`stats`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Distinct chunks stored.
+    pub chunks: u64,
+    /// Bytes stored for them (after dedup and compression).
+    pub stored_bytes: u64,
+    /// Their plain bytes (after dedup, before compression).
+    pub plain_bytes: u64,
+    /// Plain bytes every extent record (live files and snapshot versions,
+    /// all datasets) refers to: what the data would take without dedup.
+    pub referenced_bytes: u64,
+    /// Every dataset, with computed sizes.
+    pub datasets: Vec<DatasetInfo>,
+}
+
 /// Which dataset or snapshot a view id names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewInfo {
@@ -142,7 +158,7 @@ impl Engine {
 
     /// After a failed registry commit the in-memory copy ran ahead of the
     /// store: reload it (the store is poisoned for writes anyway).
-    async fn reload(&self, reg: &mut Registry) {
+    pub(crate) async fn reload(&self, reg: &mut Registry) {
         match Registry::load(&self.inner.kv).await {
             Ok(r) => *reg = r,
             Err(e) => tracing::error!(error = %e, "could not reload the registry"),
@@ -267,7 +283,12 @@ impl Engine {
         self.info_of(&w, id, true).await
     }
 
-    async fn info_of(&self, w: &WriterState, id: u64, sizes: bool) -> Result<DatasetInfo> {
+    pub(crate) async fn info_of(
+        &self,
+        w: &WriterState,
+        id: u64,
+        sizes: bool,
+    ) -> Result<DatasetInfo> {
         let d = w
             .reg
             .dataset(id)
@@ -398,7 +419,7 @@ impl Engine {
                 return Err(FsError::new(
                     ErrorKind::Busy,
                     format!(
-                        "snapshot {name}@{} has dependent clones: {}; delete them first",
+                        "snapshot {name}@{} has dependent clones: {}; delete or promote them first",
                         s.name,
                         clones
                             .iter()
@@ -792,7 +813,7 @@ impl Engine {
                     return Err(FsError::new(
                         ErrorKind::Busy,
                         format!(
-                            "newer snapshot {} has dependent clones; delete them first",
+                            "newer snapshot {} has dependent clones; delete or promote them first",
                             n.name
                         ),
                     ));
@@ -856,6 +877,38 @@ impl Engine {
         cairn_snapshot::diff(&t, old, new, ROOT_INO)
             .await
             .map_err(snap_err)
+    }
+
+    /// Space accounting for the whole store and each dataset.
+    pub async fn store_stats(&self) -> Result<StoreStats> {
+        let w = self.inner.writer.lock().await;
+        let kv = &self.inner.kv;
+        let chunks = cairn_cas::stats(kv).await.map_err(cas_err)?;
+        let mut referenced = 0u64;
+        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
+            let (start, end) = Key::prefix_range(kind);
+            let mut it = kv.iter(&start, &end).await.map_err(kv_err)?;
+            while let Some((k, v)) = it.next().await.map_err(kv_err)? {
+                let rec = Versioned::<ExtentRecord>::decode(&v)
+                    .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
+                if let Some(e) = rec.value {
+                    referenced += e.len as u64;
+                }
+            }
+        }
+        let ids: Vec<u64> = w.reg.datasets().map(|d| d.id).collect();
+        let mut datasets = Vec::new();
+        for id in ids {
+            datasets.push(self.info_of(&w, id, true).await?);
+        }
+        datasets.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(StoreStats {
+            chunks: chunks.chunks,
+            stored_bytes: chunks.stored_bytes,
+            plain_bytes: chunks.plain_bytes,
+            referenced_bytes: referenced,
+            datasets,
+        })
     }
 
     /// Sweep chunks nothing references (left by interrupted operations) and

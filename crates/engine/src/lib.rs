@@ -15,6 +15,7 @@ mod fs;
 mod fsck;
 mod ops;
 mod perm;
+mod promote;
 mod restore;
 
 use std::collections::HashSet;
@@ -27,7 +28,7 @@ use cairn_fs::{ErrorKind, FsError};
 use cairn_kv::{Kv, KvError, KvErrorKind};
 use cairn_registry::{Registry, RegistryError};
 
-pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo, ViewInfo};
+pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo, StoreStats, ViewInfo};
 pub use cairn_fs as api;
 pub use cairn_kv::KvOptions;
 pub use cairn_registry::{MAX_VIEW_ID, ROOT_DATASET, SnapshotSpec};

@@ -546,6 +546,7 @@ enum Step {
         to: usize,
     },
     DelDataset(usize),
+    Promote(usize),
     Rollback(usize, usize),
     Restore {
         ds: usize,
@@ -564,6 +565,7 @@ fn arb_step() -> impl Strategy<Value = Step> {
         1 => (ds.clone(), 0..SNAPS.len()).prop_map(|(d, s)| Step::DelSnap(d, s)),
         2 => (ds.clone(), 0..SNAPS.len(), 1usize..3).prop_map(|(ds, snap, to)| Step::Clone { ds, snap, to }),
         1 => (1usize..3).prop_map(Step::DelDataset),
+        2 => (0usize..3).prop_map(Step::Promote),
         1 => (ds.clone(), 0..SNAPS.len()).prop_map(|(d, s)| Step::Rollback(d, s)),
         2 => (ds, 0..SNAPS.len(), loc.clone(), loc).prop_map(|(ds, snap, from, to)| Step::Restore { ds, snap, from, to }),
     ]
@@ -663,6 +665,16 @@ impl World {
                 }
                 self.live.remove(name);
                 self.origins.remove(name);
+                None
+            }
+            Step::Promote(ds) => {
+                let name = DATASETS[*ds];
+                if !self.live.contains_key(name) {
+                    return Some(ErrorKind::NotFound);
+                }
+                if self.origins.remove(name).is_none() {
+                    return Some(ErrorKind::Invalid);
+                }
                 None
             }
             Step::Rollback(ds, s) => {
@@ -788,6 +800,11 @@ async fn run_step(engine: &Engine, step: &Step) -> Option<ErrorKind> {
                 .delete_dataset(DATASETS[*ds], true)
                 .await
                 .map_err(|e| e.kind),
+            Step::Promote(ds) => engine
+                .promote(DATASETS[*ds])
+                .await
+                .map(drop)
+                .map_err(|e| e.kind),
             Step::Rollback(ds, s) => engine
                 .rollback(&spec(*ds, *s), true)
                 .await
@@ -899,7 +916,7 @@ fn check_world(steps: Vec<Step>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 4000, ..ProptestConfig::default() })]
 
     #[test]
     fn snapshots_clones_rollback_restore_match_model(steps in proptest::collection::vec(arb_step(), 1..50)) {

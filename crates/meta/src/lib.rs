@@ -223,6 +223,25 @@ async fn get_own<T: Body>(
     Ok(None)
 }
 
+/// The smallest birth generation of any version of `key` in its own tree
+/// (head or history, whiteouts included), or `None` if it has none.
+pub async fn earliest_birth(r: &Txn<'_>, key: &HeadKey) -> Result<Option<u64>> {
+    let hk = key.encode();
+    let mut min = match r.get(&hk).await? {
+        Some(b) => Some(birth_of(&b).map_err(|e| corrupt(&hk, e))?),
+        None => None,
+    };
+    let start = key.history_prefix();
+    let mut end = start.clone();
+    end.extend_from_slice(&[0xff; 9]);
+    let mut it = r.iter(&start, &end).await?;
+    while let Some((k, v)) = it.next().await? {
+        let b = birth_of(&v).map_err(|e| corrupt(&k, e))?;
+        min = Some(min.map_or(b, |m: u64| m.min(b)));
+    }
+    Ok(min)
+}
+
 /// What happened to the head version a write replaced or deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Retired<T> {

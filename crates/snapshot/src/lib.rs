@@ -109,7 +109,7 @@ pub fn begin_destroy(
     let clones = reg.clones_of(tree, generation);
     if !clones.is_empty() {
         return Err(RegistryError::Busy(format!(
-            "snapshot {}@{} has dependent clones: {}; delete them first",
+            "snapshot {}@{} has dependent clones: {}; delete or promote them first",
             reg.name_of(tree),
             snap.name,
             clones

@@ -1,0 +1,411 @@
+//! Human output (aligned tables, readable sizes and times) and `--json`.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use cairn_rpc::pb;
+use comfy_table::{Cell, CellAlignment, Table, presets::NOTHING};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+/// Where results go.
+pub struct Out {
+    json: bool,
+}
+
+/// `1.5 GiB`-style sizes.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// UTC time to the second.
+pub fn time(unix_ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(unix_ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    t.set_header(headers.iter().map(Cell::new));
+    t
+}
+
+fn right(s: impl ToString) -> Cell {
+    Cell::new(s.to_string()).set_alignment(CellAlignment::Right)
+}
+
+fn opt_size(v: Option<u64>) -> String {
+    v.map(size).unwrap_or_else(|| "-".into())
+}
+
+fn type_name(t: i32) -> &'static str {
+    match pb::FileType::try_from(t).unwrap_or(pb::FileType::Unspecified) {
+        pb::FileType::Regular => "file",
+        pb::FileType::Directory => "directory",
+        pb::FileType::Symlink => "symlink",
+        pb::FileType::Fifo => "fifo",
+        pb::FileType::Socket => "socket",
+        pb::FileType::CharDevice => "char-device",
+        pb::FileType::BlockDevice => "block-device",
+        pb::FileType::Unspecified => "unknown",
+    }
+}
+
+/// A dataset as JSON.
+pub fn dataset_json(d: &pb::Dataset) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "uuid": d.uuid,
+        "created_unix_ms": d.created_unix_ms,
+        "origin": if d.origin.is_empty() { Value::Null } else { json!(d.origin) },
+        "read_only": d.read_only,
+        "default": d.is_default,
+        "chunk_size_bytes": d.chunk_size_bytes,
+        "files": d.files,
+        "logical_bytes": d.logical_bytes,
+        "unique_bytes": d.unique_bytes,
+        "generation": d.generation,
+        "snapshots": d.snapshots,
+    })
+}
+
+/// A snapshot as JSON.
+pub fn snapshot_json(s: &pb::Snapshot) -> Value {
+    json!({
+        "dataset": s.dataset,
+        "name": s.name,
+        "spec": format!("{}@{}", s.dataset, s.name),
+        "generation": s.generation,
+        "created_unix_ms": s.created_unix_ms,
+        "files": s.files,
+        "referenced_bytes": s.referenced_bytes,
+        "unique_bytes": s.unique_bytes,
+        "written_bytes": s.written_bytes,
+        "clones": s.clones,
+    })
+}
+
+impl Out {
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+
+    fn print_json(&self, v: &Value) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).unwrap_or_else(|_| "null".into())
+        );
+    }
+
+    /// A one-line result, or its JSON.
+    pub fn done(&self, line: &str, json: Value) {
+        if self.json {
+            self.print_json(&json);
+        } else {
+            println!("{line}");
+        }
+    }
+
+    /// A spinner for a call that may take a while (hidden for `--json` and
+    /// when stderr is not a terminal).
+    pub fn spinner(&self, what: &str) -> ProgressBar {
+        let pb = if self.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
+        pb.set_message(what.to_string());
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    }
+
+    /// A byte progress bar over `total` bytes.
+    pub fn bytes_bar(&self, total: u64) -> ProgressBar {
+        let pb = if self.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total)
+        };
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb
+    }
+
+    pub fn dataset_created(&self, d: &pb::Dataset) {
+        let from = if d.origin.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", d.origin)
+        };
+        self.done(
+            &format!("created dataset {}{from}", d.name),
+            dataset_json(d),
+        );
+    }
+
+    pub fn datasets(&self, list: &[pb::Dataset]) {
+        if self.json {
+            return self.print_json(&Value::Array(list.iter().map(dataset_json).collect()));
+        }
+        let mut t = table(&["NAME", "DEFAULT", "FILES", "SNAPSHOTS", "ORIGIN", "CREATED"]);
+        for d in list {
+            t.add_row(vec![
+                Cell::new(&d.name),
+                Cell::new(if d.is_default { "*" } else { "" }),
+                right(d.files),
+                right(d.snapshots),
+                Cell::new(if d.origin.is_empty() { "-" } else { &d.origin }),
+                Cell::new(time(d.created_unix_ms)),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn dataset_info(&self, d: &pb::Dataset) {
+        if self.json {
+            return self.print_json(&dataset_json(d));
+        }
+        let rows = [
+            ("name", d.name.clone()),
+            ("id", d.id.to_string()),
+            ("uuid", d.uuid.clone()),
+            ("created", time(d.created_unix_ms)),
+            (
+                "origin",
+                if d.origin.is_empty() {
+                    "-".into()
+                } else {
+                    d.origin.clone()
+                },
+            ),
+            ("read-only", d.read_only.to_string()),
+            ("default", d.is_default.to_string()),
+            ("chunk size", size(d.chunk_size_bytes as u64)),
+            ("files", d.files.to_string()),
+            ("logical size", opt_size(d.logical_bytes)),
+            ("unique size", opt_size(d.unique_bytes)),
+            ("generation", d.generation.to_string()),
+            ("snapshots", d.snapshots.to_string()),
+        ];
+        print_fields(&rows);
+    }
+
+    pub fn snapshot_info(&self, s: &pb::Snapshot) {
+        if self.json {
+            return self.print_json(&snapshot_json(s));
+        }
+        let rows = [
+            ("snapshot", format!("{}@{}", s.dataset, s.name)),
+            ("created", time(s.created_unix_ms)),
+            ("generation", s.generation.to_string()),
+            ("files", s.files.to_string()),
+            ("referenced", opt_size(s.referenced_bytes)),
+            ("unique (freed if deleted)", opt_size(s.unique_bytes)),
+            ("written since previous", opt_size(s.written_bytes)),
+            (
+                "clones",
+                if s.clones.is_empty() {
+                    "-".into()
+                } else {
+                    s.clones.join(", ")
+                },
+            ),
+        ];
+        print_fields(&rows);
+    }
+
+    pub fn snapshot_created(&self, r: &pb::CreateSnapshotResponse) {
+        let Some(s) = &r.snapshot else { return };
+        let mut line = format!("created snapshot {}@{}", s.dataset, s.name);
+        if let Some(c) = &r.clone {
+            line.push_str(&format!(" and writable dataset {}", c.name));
+        }
+        let mut j = snapshot_json(s);
+        if let (Some(c), Some(obj)) = (&r.clone, j.as_object_mut()) {
+            obj.insert("clone".into(), dataset_json(c));
+        }
+        self.done(&line, j);
+    }
+
+    pub fn snapshots(&self, list: &[pb::Snapshot]) {
+        if self.json {
+            return self.print_json(&Value::Array(list.iter().map(snapshot_json).collect()));
+        }
+        let mut t = table(&["SNAPSHOT", "CREATED", "FILES", "CLONES"]);
+        for s in list {
+            t.add_row(vec![
+                Cell::new(format!("{}@{}", s.dataset, s.name)),
+                Cell::new(time(s.created_unix_ms)),
+                right(s.files),
+                Cell::new(if s.clones.is_empty() {
+                    "-".into()
+                } else {
+                    s.clones.join(",")
+                }),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn restored_in_place(
+        &self,
+        snap: &str,
+        source: &str,
+        target: &str,
+        r: &pb::RestoreResponse,
+    ) {
+        self.done(
+            &format!(
+                "restored {source} from {snap} to {target}: {} inode(s), {} of data referenced, no data copied",
+                r.inodes,
+                size(r.bytes)
+            ),
+            json!({
+                "snapshot": snap, "source": source, "target": target,
+                "inodes": r.inodes, "extents": r.extents, "bytes": r.bytes,
+            }),
+        );
+    }
+
+    pub fn diff(&self, list: &[pb::DiffEntry]) {
+        if self.json {
+            let v: Vec<Value> = list
+                .iter()
+                .map(|e| {
+                    json!({
+                        "change": match pb::ChangeType::try_from(e.change).unwrap_or(pb::ChangeType::Unspecified) {
+                            pb::ChangeType::Added => "added",
+                            pb::ChangeType::Removed => "removed",
+                            pb::ChangeType::Modified => "modified",
+                            pb::ChangeType::Renamed => "renamed",
+                            pb::ChangeType::Unspecified => "unknown",
+                        },
+                        "path": e.path,
+                        "from": if e.from.is_empty() { Value::Null } else { json!(e.from) },
+                        "type": type_name(e.r#type),
+                    })
+                })
+                .collect();
+            return self.print_json(&Value::Array(v));
+        }
+        for e in list {
+            let slash = if e.r#type == pb::FileType::Directory as i32 {
+                "/"
+            } else {
+                ""
+            };
+            match pb::ChangeType::try_from(e.change).unwrap_or(pb::ChangeType::Unspecified) {
+                pb::ChangeType::Added => println!("A  {}{slash}", e.path),
+                pb::ChangeType::Removed => println!("D  {}{slash}", e.path),
+                pb::ChangeType::Modified => println!("M  {}{slash}", e.path),
+                pb::ChangeType::Renamed => println!("R  {}{slash} -> {}{slash}", e.from, e.path),
+                pb::ChangeType::Unspecified => println!("?  {}", e.path),
+            }
+        }
+    }
+
+    pub fn stats(&self, s: &pb::StatsResponse) {
+        if self.json {
+            return self.print_json(&json!({
+                "store": s.store,
+                "chunks": s.chunks,
+                "stored_bytes": s.stored_bytes,
+                "unique_plain_bytes": s.unique_plain_bytes,
+                "referenced_bytes": s.referenced_bytes,
+                "dedup_ratio": s.dedup_ratio,
+                "compression_ratio": s.compression_ratio,
+                "datasets": s.datasets.iter().map(|d| json!({
+                    "name": d.name, "files": d.files, "logical_bytes": d.logical_bytes,
+                    "unique_bytes": d.unique_bytes, "snapshots": d.snapshots,
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        print_fields(&[
+            ("store", s.store.clone()),
+            ("chunks", s.chunks.to_string()),
+            ("stored", size(s.stored_bytes)),
+            ("unique data", size(s.unique_plain_bytes)),
+            ("referenced data", size(s.referenced_bytes)),
+            ("dedup ratio", format!("{:.2}x", s.dedup_ratio)),
+            ("compression ratio", format!("{:.2}x", s.compression_ratio)),
+        ]);
+        println!();
+        let mut t = table(&["DATASET", "FILES", "LOGICAL", "UNIQUE", "SNAPSHOTS"]);
+        for d in &s.datasets {
+            t.add_row(vec![
+                Cell::new(&d.name),
+                right(d.files),
+                right(size(d.logical_bytes)),
+                right(size(d.unique_bytes)),
+                right(d.snapshots),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn fsck(&self, r: &pb::FsckResponse) {
+        if self.json {
+            return self.print_json(&json!({
+                "clean": r.clean, "inodes": r.inodes, "dirents": r.dirents,
+                "extents": r.extents, "chunks": r.chunks,
+                "problems": r.problems.iter().map(|p| json!({"class": p.class, "detail": p.detail})).collect::<Vec<_>>(),
+            }));
+        }
+        println!(
+            "checked {} inodes, {} entries, {} extents, {} chunks: {}",
+            r.inodes,
+            r.dirents,
+            r.extents,
+            r.chunks,
+            if r.clean {
+                "clean".to_string()
+            } else {
+                format!("{} problem(s)", r.problems.len())
+            }
+        );
+        for p in &r.problems {
+            println!("  [{}] {}", p.class, p.detail);
+        }
+    }
+
+    pub fn gc(&self, r: &pb::GcResponse) {
+        self.done(
+            &format!(
+                "examined {} chunks: swept {} ({} freed), corrected {} refcount(s)",
+                r.chunks,
+                r.swept,
+                size(r.freed_bytes),
+                r.fixed_refcounts
+            ),
+            json!({
+                "chunks": r.chunks, "swept": r.swept, "freed_bytes": r.freed_bytes,
+                "fixed_refcounts": r.fixed_refcounts,
+            }),
+        );
+    }
+}
+
+fn print_fields(rows: &[(&str, String)]) {
+    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("{k:<w$}  {v}");
+    }
+}

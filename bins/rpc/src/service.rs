@@ -1,0 +1,679 @@
+//! The admin service over the engine.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use cairn_engine::{Change, DatasetInfo, Engine, SnapshotInfo};
+use cairn_fs::{Attr, Creds, DirEntry, ErrorKind, FileKind, Filesystem, FsError, Timestamp};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::AUTH_HEADER;
+use crate::pb;
+use crate::pb::admin_server::{Admin, AdminServer};
+
+/// Messages a copy-out or diff stream may have queued ahead of the client
+/// (each at most [`COPY_CHUNK_BYTES`]): the window that bounds its memory.
+pub const STREAM_WINDOW_MESSAGES: usize = 16;
+/// Bytes of file data per copy-out message.
+pub const COPY_CHUNK_BYTES: u32 = 1 << 20;
+/// Directory entries read per page while walking a tree.
+const WALK_PAGE_ENTRIES: usize = 1024;
+
+/// The gRPC status for an engine error: the code says what to do.
+pub fn status_of(e: FsError) -> Status {
+    let code = match e.kind {
+        ErrorKind::NotFound | ErrorKind::Stale => tonic::Code::NotFound,
+        ErrorKind::Exists => tonic::Code::AlreadyExists,
+        ErrorKind::Invalid | ErrorKind::NameTooLong | ErrorKind::NotDir | ErrorKind::IsDir => {
+            tonic::Code::InvalidArgument
+        }
+        ErrorKind::Busy | ErrorKind::NotEmpty | ErrorKind::ReadOnly => {
+            tonic::Code::FailedPrecondition
+        }
+        ErrorKind::Permission | ErrorKind::Access => tonic::Code::PermissionDenied,
+        ErrorKind::NoSpace | ErrorKind::FileTooBig | ErrorKind::TooManyLinks => {
+            tonic::Code::ResourceExhausted
+        }
+        ErrorKind::Io | ErrorKind::Poisoned => tonic::Code::Unavailable,
+        ErrorKind::Corrupt => tonic::Code::DataLoss,
+        ErrorKind::BadCookie | ErrorKind::NotSync | ErrorKind::NotSupported => {
+            tonic::Code::Internal
+        }
+    };
+    Status::new(code, e.message)
+}
+
+fn unix_ms(t: Timestamp) -> i64 {
+    t.sec.saturating_mul(1000) + (t.nsec / 1_000_000) as i64
+}
+
+fn dataset(d: DatasetInfo) -> pb::Dataset {
+    pb::Dataset {
+        id: d.id,
+        name: d.name,
+        uuid: d.uuid,
+        created_unix_ms: unix_ms(d.created),
+        origin: d.origin.unwrap_or_default(),
+        read_only: d.read_only,
+        is_default: d.default,
+        chunk_size_bytes: d.chunk_size,
+        files: d.files,
+        logical_bytes: d.logical_bytes,
+        unique_bytes: d.unique_bytes,
+        generation: d.generation,
+        snapshots: d.snapshots as u32,
+    }
+}
+
+fn snapshot(s: SnapshotInfo) -> pb::Snapshot {
+    pb::Snapshot {
+        dataset: s.dataset,
+        name: s.name,
+        generation: s.generation,
+        created_unix_ms: unix_ms(s.created),
+        files: s.files,
+        referenced_bytes: s.referenced_bytes,
+        unique_bytes: s.unique_bytes,
+        written_bytes: s.written_bytes,
+        clones: s.clones,
+        view_id: s.view_id,
+    }
+}
+
+fn file_type(k: FileKind) -> pb::FileType {
+    match k {
+        FileKind::Regular => pb::FileType::Regular,
+        FileKind::Directory => pb::FileType::Directory,
+        FileKind::Symlink => pb::FileType::Symlink,
+        FileKind::Fifo => pb::FileType::Fifo,
+        FileKind::Socket => pb::FileType::Socket,
+        FileKind::CharDevice => pb::FileType::CharDevice,
+        FileKind::BlockDevice => pb::FileType::BlockDevice,
+    }
+}
+
+fn required<'a>(what: &str, v: &'a str) -> Result<&'a str, Status> {
+    if v.is_empty() {
+        return Err(Status::invalid_argument(format!("{what} is required")));
+    }
+    Ok(v)
+}
+
+/// The admin service.
+#[derive(Clone)]
+struct Service {
+    engine: Engine,
+}
+
+type Stream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl Admin for Service {
+    async fn create_dataset(
+        &self,
+        r: Request<pb::CreateDatasetRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let r = r.into_inner();
+        let opts = cairn_engine::DatasetOptions {
+            chunk_size: (r.chunk_size_bytes != 0).then_some(r.chunk_size_bytes),
+        };
+        let d = self
+            .engine
+            .create_dataset(required("name", &r.name)?, opts)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
+    }
+
+    async fn list_datasets(
+        &self,
+        _: Request<pb::ListDatasetsRequest>,
+    ) -> Result<Response<pb::ListDatasetsResponse>, Status> {
+        let list = self.engine.list_datasets().await.map_err(status_of)?;
+        Ok(Response::new(pb::ListDatasetsResponse {
+            datasets: list.into_iter().map(dataset).collect(),
+        }))
+    }
+
+    async fn dataset_info(
+        &self,
+        r: Request<pb::DatasetInfoRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let r = r.into_inner();
+        let d = self
+            .engine
+            .dataset_info(required("name", &r.name)?)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
+    }
+
+    async fn delete_dataset(
+        &self,
+        r: Request<pb::DeleteDatasetRequest>,
+    ) -> Result<Response<pb::DeleteDatasetResponse>, Status> {
+        let r = r.into_inner();
+        self.engine
+            .delete_dataset(required("name", &r.name)?, r.recursive)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::DeleteDatasetResponse {}))
+    }
+
+    async fn set_default(
+        &self,
+        r: Request<pb::SetDefaultRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let r = r.into_inner();
+        let name = required("name", &r.name)?;
+        self.engine
+            .set_default_dataset(name)
+            .await
+            .map_err(status_of)?;
+        let d = self.engine.dataset_info(name).await.map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
+    }
+
+    async fn get_default(
+        &self,
+        _: Request<pb::GetDefaultRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let name = self.engine.default_dataset().await.map_err(status_of)?;
+        let d = self.engine.dataset_info(&name).await.map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
+    }
+
+    async fn create_snapshot(
+        &self,
+        r: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::CreateSnapshotResponse>, Status> {
+        let r = r.into_inner();
+        let ds = required("dataset", &r.dataset)?;
+        let name = required("name", &r.name)?;
+        let clone = if r.writable {
+            Some(
+                self.engine
+                    .writable_snapshot(ds, name, name)
+                    .await
+                    .map_err(status_of)?,
+            )
+        } else {
+            self.engine
+                .create_snapshot(ds, name)
+                .await
+                .map_err(status_of)?;
+            None
+        };
+        let s = self
+            .engine
+            .snapshot_info(&format!("{ds}@{name}"))
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            snapshot: Some(snapshot(s)),
+            clone: clone.map(dataset),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        r: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let r = r.into_inner();
+        let ds = (!r.dataset.is_empty()).then_some(r.dataset.as_str());
+        let list = self.engine.list_snapshots(ds).await.map_err(status_of)?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: list.into_iter().map(snapshot).collect(),
+        }))
+    }
+
+    async fn snapshot_info(
+        &self,
+        r: Request<pb::SnapshotInfoRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let r = r.into_inner();
+        let s = self
+            .engine
+            .snapshot_info(required("snapshot", &r.snapshot)?)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(snapshot(s)))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        r: Request<pb::DeleteSnapshotRequest>,
+    ) -> Result<Response<pb::DeleteSnapshotResponse>, Status> {
+        let r = r.into_inner();
+        self.engine
+            .delete_snapshot(required("snapshot", &r.snapshot)?)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::DeleteSnapshotResponse {}))
+    }
+
+    async fn clone(&self, r: Request<pb::CloneRequest>) -> Result<Response<pb::Dataset>, Status> {
+        let r = r.into_inner();
+        let d = self
+            .engine
+            .clone_snapshot(
+                required("snapshot", &r.snapshot)?,
+                required("name", &r.name)?,
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
+    }
+
+    async fn promote(
+        &self,
+        r: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let r = r.into_inner();
+        let d = self
+            .engine
+            .promote(required("name", &r.name)?)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
+    }
+
+    async fn rollback(
+        &self,
+        r: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let r = r.into_inner();
+        let rep = self
+            .engine
+            .rollback(required("snapshot", &r.snapshot)?, r.destroy_newer)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::RollbackResponse {
+            discarded: rep.discarded,
+            restored: rep.restored,
+        }))
+    }
+
+    async fn restore(
+        &self,
+        r: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreResponse>, Status> {
+        let r = r.into_inner();
+        let target = (!r.target.is_empty()).then_some(r.target.as_str());
+        let rep = self
+            .engine
+            .restore(
+                required("snapshot", &r.snapshot)?,
+                required("source", &r.source)?,
+                target,
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::RestoreResponse {
+            inodes: rep.inodes,
+            extents: rep.extents,
+            bytes: rep.bytes,
+        }))
+    }
+
+    type ReadSnapshotFileStream = Stream<pb::ReadSnapshotFileResponse>;
+
+    async fn read_snapshot_file(
+        &self,
+        r: Request<pb::ReadSnapshotFileRequest>,
+    ) -> Result<Response<Self::ReadSnapshotFileStream>, Status> {
+        let r = r.into_inner();
+        let fs = self
+            .engine
+            .snapshot(required("snapshot", &r.snapshot)?)
+            .await
+            .map_err(status_of)?;
+        let root = Creds::root();
+        let mut ino = fs.info().root;
+        for c in r.path.split('/').filter(|c| !c.is_empty()) {
+            if c == "." || c == ".." {
+                return Err(Status::invalid_argument(format!(
+                    "path {:?}: '.' and '..' are not allowed",
+                    r.path
+                )));
+            }
+            ino = fs
+                .lookup(&root, ino, c.as_bytes())
+                .await
+                .map_err(|e| match e.kind {
+                    ErrorKind::NotFound => Status::not_found(format!(
+                        "{:?} does not exist in snapshot {}",
+                        r.path, r.snapshot
+                    )),
+                    _ => status_of(e),
+                })?
+                .ino;
+        }
+        // First pass: the total, for the client's progress bar.
+        let mut total = 0u64;
+        let mut walk = Walker::new(&fs, ino).await.map_err(status_of)?;
+        while let Some((_, a)) = walk.next().await.map_err(status_of)? {
+            if a.kind == FileKind::Regular {
+                total += a.size;
+            }
+        }
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW_MESSAGES);
+        tokio::spawn(async move {
+            if let Err(e) = copy_out(&fs, ino, total, &tx).await {
+                let _ = tx.send(Err(status_of(e))).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type DiffStream = Stream<pb::DiffEntry>;
+
+    async fn diff(
+        &self,
+        r: Request<pb::DiffRequest>,
+    ) -> Result<Response<Self::DiffStream>, Status> {
+        let r = r.into_inner();
+        let to = (!r.to.is_empty()).then_some(r.to.as_str());
+        let entries = self
+            .engine
+            .diff(required("from", &r.from)?, to)
+            .await
+            .map_err(status_of)?;
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW_MESSAGES);
+        tokio::spawn(async move {
+            for e in entries {
+                let m = pb::DiffEntry {
+                    change: match e.change {
+                        Change::Added => pb::ChangeType::Added,
+                        Change::Removed => pb::ChangeType::Removed,
+                        Change::Modified => pb::ChangeType::Modified,
+                        Change::Renamed => pb::ChangeType::Renamed,
+                    } as i32,
+                    path: e.path,
+                    from: e.from.unwrap_or_default(),
+                    r#type: file_type(e.kind) as i32,
+                };
+                if tx.send(Ok(m)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn stats(
+        &self,
+        _: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        let s = self.engine.store_stats().await.map_err(status_of)?;
+        let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
+        Ok(Response::new(pb::StatsResponse {
+            store: self.engine.url().to_string(),
+            chunks: s.chunks,
+            stored_bytes: s.stored_bytes,
+            unique_plain_bytes: s.plain_bytes,
+            referenced_bytes: s.referenced_bytes,
+            dedup_ratio: ratio(s.referenced_bytes, s.plain_bytes),
+            compression_ratio: ratio(s.plain_bytes, s.stored_bytes),
+            datasets: s
+                .datasets
+                .into_iter()
+                .map(|d| pb::DatasetStats {
+                    name: d.name,
+                    files: d.files,
+                    logical_bytes: d.logical_bytes.unwrap_or(0),
+                    unique_bytes: d.unique_bytes.unwrap_or(0),
+                    snapshots: d.snapshots as u32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fsck(
+        &self,
+        _: Request<pb::FsckRequest>,
+    ) -> Result<Response<pb::FsckResponse>, Status> {
+        let r = self.engine.fsck().await.map_err(status_of)?;
+        Ok(Response::new(pb::FsckResponse {
+            clean: r.is_clean(),
+            inodes: r.inodes,
+            dirents: r.dirents,
+            extents: r.extents,
+            chunks: r.chunks,
+            problems: r
+                .problems
+                .into_iter()
+                .map(|p| pb::FsckProblem {
+                    class: p.class.to_string(),
+                    detail: p.detail,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn gc(&self, _: Request<pb::GcRequest>) -> Result<Response<pb::GcResponse>, Status> {
+        let r = self.engine.gc().await.map_err(status_of)?;
+        Ok(Response::new(pb::GcResponse {
+            chunks: r.chunks,
+            swept: r.swept,
+            freed_bytes: r.freed_bytes,
+            fixed_refcounts: r.fixed_refcounts,
+        }))
+    }
+}
+
+/// Depth-first walk of a tree, parents before children, holding one page
+/// of entries per directory level.
+struct Walker<'a, F: Filesystem> {
+    fs: &'a F,
+    first: Option<(Vec<u8>, Attr)>,
+    stack: Vec<Frame>,
+}
+
+struct Frame {
+    ino: u64,
+    path: Vec<u8>,
+    pending: VecDeque<DirEntry>,
+    cookie: u64,
+    verifier: u64,
+    eof: bool,
+}
+
+impl<'a, F: Filesystem> Walker<'a, F> {
+    async fn new(fs: &'a F, ino: u64) -> Result<Self, FsError> {
+        let a = fs.getattr(ino).await?;
+        Ok(Self {
+            fs,
+            first: Some((Vec::new(), a)),
+            stack: Vec::new(),
+        })
+    }
+
+    fn enter(&mut self, ino: u64, path: Vec<u8>) {
+        self.stack.push(Frame {
+            ino,
+            path,
+            pending: VecDeque::new(),
+            cookie: 0,
+            verifier: 0,
+            eof: false,
+        });
+    }
+
+    async fn next(&mut self) -> Result<Option<(Vec<u8>, Attr)>, FsError> {
+        if let Some((p, a)) = self.first.take() {
+            if a.kind == FileKind::Directory {
+                self.enter(a.ino, p.clone());
+            }
+            return Ok(Some((p, a)));
+        }
+        loop {
+            let Some(top) = self.stack.last_mut() else {
+                return Ok(None);
+            };
+            if let Some(e) = top.pending.pop_front() {
+                let mut path = top.path.clone();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&e.name);
+                let a = self.fs.getattr(e.ino).await?;
+                if a.kind == FileKind::Directory {
+                    self.enter(a.ino, path.clone());
+                }
+                return Ok(Some((path, a)));
+            }
+            if top.eof {
+                self.stack.pop();
+                continue;
+            }
+            let page = self
+                .fs
+                .readdir(
+                    &Creds::root(),
+                    top.ino,
+                    top.cookie,
+                    top.verifier,
+                    WALK_PAGE_ENTRIES,
+                )
+                .await?;
+            if let Some(last) = page.entries.last() {
+                top.cookie = last.cookie;
+            }
+            top.verifier = page.verifier;
+            top.eof = page.eof;
+            top.pending = page.entries.into();
+        }
+    }
+}
+
+/// Stream the tree at `ino`: each entry, then a regular file's data.
+async fn copy_out<F: Filesystem>(
+    fs: &F,
+    ino: u64,
+    total: u64,
+    tx: &mpsc::Sender<Result<pb::ReadSnapshotFileResponse, Status>>,
+) -> Result<(), FsError> {
+    use pb::read_snapshot_file_response::Item;
+    let root = Creds::root();
+    let gone = || FsError::new(ErrorKind::Io, "client went away");
+    let mut walk = Walker::new(fs, ino).await?;
+    let mut first = true;
+    while let Some((path, a)) = walk.next().await? {
+        let target = if a.kind == FileKind::Symlink {
+            fs.readlink(a.ino).await?.to_vec()
+        } else {
+            Vec::new()
+        };
+        let entry = pb::TreeEntry {
+            path,
+            r#type: file_type(a.kind) as i32,
+            mode: a.mode as u32,
+            size: a.size,
+            mtime_unix_ms: unix_ms(a.mtime),
+            target,
+            total_bytes: if first { total } else { 0 },
+        };
+        first = false;
+        let msg = pb::ReadSnapshotFileResponse {
+            item: Some(Item::Entry(entry)),
+        };
+        tx.send(Ok(msg)).await.map_err(|_| gone())?;
+        if a.kind != FileKind::Regular {
+            continue;
+        }
+        let mut off = 0u64;
+        while off < a.size {
+            let (data, eof) = fs.read(&root, a.ino, off, COPY_CHUNK_BYTES).await?;
+            if data.is_empty() {
+                break;
+            }
+            off += data.len() as u64;
+            let msg = pb::ReadSnapshotFileResponse {
+                item: Some(Item::Data(data.to_vec())),
+            };
+            tx.send(Ok(msg)).await.map_err(|_| gone())?;
+            if eof {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The admin API server, bound and ready to serve.
+pub struct RpcServer {
+    listener: TcpListener,
+    engine: Engine,
+    token: Option<String>,
+}
+
+impl RpcServer {
+    /// Bind `addr` (port 0 picks a free port). With `token`, every call must
+    /// carry `authorization: Bearer <token>`.
+    pub async fn bind(
+        engine: Engine,
+        addr: SocketAddr,
+        token: Option<String>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            engine,
+            token,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` is cancelled, then finish calls in flight.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<(), tonic::transport::Error> {
+        let expected = self.token.map(|t| format!("Bearer {t}"));
+        let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+            let Some(want) = &expected else {
+                return Ok(req);
+            };
+            let got = req
+                .metadata()
+                .get(AUTH_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if constant_time_eq(got.as_bytes(), want.as_bytes()) {
+                Ok(req)
+            } else if got.is_empty() {
+                Err(Status::unauthenticated(
+                    "this server requires a token: pass --token, set CAIRN_TOKEN, or [rpc] token in the config",
+                ))
+            } else {
+                Err(Status::unauthenticated("the token is wrong"))
+            }
+        };
+        let svc = AdminServer::with_interceptor(
+            Service {
+                engine: self.engine,
+            },
+            check,
+        );
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.listener),
+                shutdown.cancelled_owned(),
+            )
+            .await
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
