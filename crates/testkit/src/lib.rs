@@ -1,0 +1,241 @@
+//! Test support for end-to-end tests: start the real `cairn-nfs` (or
+//! `cairn-rpc`) binary on free ports, read where it listens from its output,
+//! run real clients against it (Debian's libnfs utilities, the crates.io
+//! `nfs3_client`, the `cairn` CLI), and stop or kill it.
+//!
+//! Must never know: cairn's internals. It only runs binaries and clients.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub use nfs3_client;
+pub use nfs3_types;
+
+use nfs3_client::Nfs3ConnectionBuilder;
+use nfs3_client::tokio::{TokioConnector, TokioIo};
+use nfs3_types::rpc::{auth_unix, opaque_auth};
+
+/// How long a server may take to say where it listens.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A binary of this workspace, built beside the running test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run the tests with `cargo xtask test` (or build the workspace first)",
+        p.display()
+    );
+    p
+}
+
+/// A running server binary.
+pub struct Server {
+    child: Option<Child>,
+    /// NFS (and MOUNT) port, if it serves NFS.
+    pub nfs_port: u16,
+    /// Admin API address (`host:port`).
+    pub rpc_addr: String,
+    /// Everything it printed on stdout before it was ready.
+    pub banner: Vec<String>,
+    /// Its stderr, in a file (for failure messages).
+    pub log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Start `cairn-nfs` on `store` with free ports and `extra` arguments.
+    pub fn nfs(store: &str, extra: &[&str]) -> Server {
+        let mut args = vec![
+            "--store",
+            store,
+            "--nfs-listen",
+            "127.0.0.1:0",
+            "--rpc-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Self::start("cairn-nfs", &args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Start a server binary; `Err` with its stderr if it exits first.
+    pub fn start(binary: &str, args: &[&str]) -> Result<Server, String> {
+        let logdir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let log = logdir.path().join("stderr.log");
+        let err = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let mut child = Command::new(bin(binary))
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {binary}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let (mut nfs_port, mut rpc_addr) = (0u16, String::new());
+        let wants_nfs = binary == "cairn-nfs";
+        loop {
+            let line = match rx.recv_timeout(START_TIMEOUT) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+                    return Err(format!("{binary} did not become ready:\n{stderr}"));
+                }
+            };
+            if let Some(a) = line.split("NFS listening on ").nth(1) {
+                nfs_port = a
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse().ok())
+                    .unwrap_or(0);
+            }
+            if let Some(a) = line.split("admin API listening on ").nth(1) {
+                rpc_addr = a.split_whitespace().next().unwrap_or("").to_string();
+            }
+            banner.push(line);
+            if !rpc_addr.is_empty() && (!wants_nfs || nfs_port != 0) {
+                break;
+            }
+        }
+        Ok(Server {
+            child: Some(child),
+            nfs_port,
+            rpc_addr,
+            banner,
+            log,
+            _logdir: logdir,
+        })
+    }
+
+    /// The admin endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.rpc_addr)
+    }
+
+    /// A libnfs URL for `path` (absolute, e.g. `/dir/file`) on the default
+    /// export.
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "nfs://127.0.0.1/{path}?nfsport={p}&mountport={p}",
+            p = self.nfs_port
+        )
+    }
+
+    /// The server's stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Stop it with SIGTERM and wait for it to exit: its status and stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running server");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().expect("wait for the server");
+        (status, self.stderr())
+    }
+
+    /// Kill it with SIGKILL (a crash) and wait.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Run a command and capture everything.
+pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+    let program = program.as_ref();
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program:?}: {e}"))
+}
+
+/// Run a command; panic with its output unless it succeeds.
+pub fn ok(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+    let program = program.as_ref();
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program:?} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Random-looking bytes from a seed.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An NFSv3 connection made with the crates.io `nfs3_client`.
+pub type Nfs = nfs3_client::Nfs3Connection<TokioIo<tokio::net::TcpStream>>;
+
+/// Mount `path` on the server's NFS port as `uid`/`gid`.
+pub async fn mount(port: u16, path: &str, uid: u32, gid: u32) -> Nfs {
+    let auth = auth_unix {
+        uid,
+        gid,
+        machinename: nfs3_types::xdr_codec::Opaque::owned(b"testkit".to_vec()),
+        ..Default::default()
+    };
+    Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", path)
+        .connect_from_privileged_port(false)
+        .mount_port(port)
+        .nfs3_port(port)
+        .credential(opaque_auth::auth_unix(&auth))
+        .mount()
+        .await
+        .unwrap_or_else(|e| panic!("mount {path} on port {port}: {e:?}"))
+}
