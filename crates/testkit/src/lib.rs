@@ -239,3 +239,95 @@ pub async fn mount(port: u16, path: &str, uid: u32, gid: u32) -> Nfs {
         .await
         .unwrap_or_else(|e| panic!("mount {path} on port {port}: {e:?}"))
 }
+
+/// The handle of `path`'s parent directory and its last component.
+async fn parent_of<'a>(c: &mut Nfs, path: &'a str) -> (nfs3_types::nfs3::nfs_fh3, &'a str) {
+    use nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3, filename3};
+    use nfs3_types::xdr_codec::Opaque;
+    let mut dir = c.root_nfs_fh3();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let (last, parents) = parts.split_last().expect("a path");
+    for p in parents {
+        let r = c
+            .lookup(&LOOKUP3args {
+                what: diropargs3 {
+                    dir: dir.clone(),
+                    name: filename3(Opaque::borrowed(p.as_bytes())),
+                },
+            })
+            .await
+            .expect("rpc");
+        dir = match r {
+            Nfs3Result::Ok(ok) => ok.object,
+            Nfs3Result::Err((s, _)) => panic!("lookup {p}: {s:?}"),
+        };
+    }
+    (dir, last)
+}
+
+fn block_on<F: std::future::Future + Send>(f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    // On its own thread, so it also works from inside a test's runtime.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("helper thread")
+    })
+}
+
+/// Remove the file at `path` (`/dir/name`) of the default export with
+/// nfs3_client (Debian's libnfs utilities have no `rm`). Blocking.
+pub fn nfs_remove(port: u16, path: &str) {
+    use nfs3_types::nfs3::{Nfs3Result, REMOVE3args, diropargs3, filename3};
+    use nfs3_types::xdr_codec::Opaque;
+    block_on(async {
+        let mut c = mount(port, "/", 0, 0).await;
+        let (dir, last) = parent_of(&mut c, path).await;
+        let r = c
+            .remove(&REMOVE3args {
+                object: diropargs3 {
+                    dir,
+                    name: filename3(Opaque::borrowed(last.as_bytes())),
+                },
+            })
+            .await
+            .expect("rpc");
+        if let Nfs3Result::Err((s, _)) = r {
+            panic!("remove {path}: {s:?}");
+        }
+    });
+}
+
+/// Make the directory `path` (mode 0755) with nfs3_client. Blocking.
+pub fn nfs_mkdir(port: u16, path: &str) {
+    use nfs3_types::nfs3::{MKDIR3args, Nfs3Option, Nfs3Result, diropargs3, filename3, sattr3};
+    use nfs3_types::xdr_codec::Opaque;
+    block_on(async {
+        let mut c = mount(port, "/", 0, 0).await;
+        let (dir, last) = parent_of(&mut c, path).await;
+        let r = c
+            .mkdir(&MKDIR3args {
+                where_: diropargs3 {
+                    dir,
+                    name: filename3(Opaque::borrowed(last.as_bytes())),
+                },
+                attributes: sattr3 {
+                    mode: Nfs3Option::Some(0o755),
+                    ..Default::default()
+                },
+            })
+            .await
+            .expect("rpc");
+        if let Nfs3Result::Err((s, _)) = r {
+            panic!("mkdir {path}: {s:?}");
+        }
+    });
+}
