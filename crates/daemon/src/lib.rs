@@ -72,6 +72,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             compress: config.storage.compression == Compression::Lz4,
             kv: KvOptions {
                 object_store_options: config.storage.options.clone().into_iter().collect(),
+                cache_bytes: Some(config.storage.cache_size_bytes),
                 ..Default::default()
             },
         },

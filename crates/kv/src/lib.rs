@@ -229,6 +229,10 @@ pub struct KvOptions {
     /// Wraps the object store before SlateDB sees it (fault injection,
     /// request counting). Applied last.
     pub wrap: Option<ObjectStoreWrapper>,
+    /// Bytes of SlateDB's in-memory cache of SST blocks (plus a quarter of
+    /// that for SST metadata), so re-reads do not go back to the object
+    /// store; `None`: SlateDB's defaults (512 MiB + 128 MiB).
+    pub cache_bytes: Option<u64>,
 }
 
 /// Wraps one object store in another.
@@ -328,8 +332,22 @@ impl Kv {
         if let Some(wrap) = &options.wrap {
             store = (wrap.0)(store);
         }
-        let db = Db::builder(path, store)
-            .with_merge_operator(Arc::new(CounterAdd))
+        let mut builder = Db::builder(path, store).with_merge_operator(Arc::new(CounterAdd));
+        if let Some(bytes) = options.cache_bytes {
+            use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
+            let moka = |max_capacity: u64| -> Arc<dyn slatedb::db_cache::DbCache> {
+                Arc::new(MokaCache::new_with_opts(MokaCacheOptions {
+                    max_capacity,
+                    time_to_live: None,
+                    time_to_idle: None,
+                }))
+            };
+            let cache = slatedb::db_cache::SplitCache::new()
+                .with_block_cache(Some(moka(bytes)))
+                .with_meta_cache(Some(moka((bytes / 4).max(1 << 20))));
+            builder = builder.with_db_cache(Arc::new(cache), 0);
+        }
+        let db = builder
             .build()
             .await
             .map_err(|e| KvError::from_slate(e, &format!("opening store {}", url.display)))?;
