@@ -29,6 +29,8 @@ fn has_nextest() -> bool {
 }
 
 fn test() -> anyhow::Result<()> {
+    // The end-to-end tests run the workspace's binaries (cairn-nfs, cairn).
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
     if has_nextest() {
         run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
         // nextest does not run doctests.
