@@ -1,13 +1,15 @@
-//! Developer workflows: `cargo xtask ci | test | bench`.
+//! Developer workflows: `cargo xtask ci | test | bench | e2e-kernel`.
 //!
 //! `ci` is what `.ci/run` calls: format check, clippy with warnings as
 //! errors, then the whole test suite (nextest when installed, else cargo test).
+
+mod kernel;
 
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
@@ -16,7 +18,7 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -59,6 +61,9 @@ fn main() -> anyhow::Result<()> {
         Some("bench") => run(cargo()
             .args(["bench", "-p", "cairn-engine"])
             .args(&args[1..])),
-        _ => bail!("usage: cargo xtask <ci|test|bench [criterion args]>"),
+        Some("e2e-kernel") => kernel::e2e_kernel(&args[1..]),
+        _ => bail!(
+            "usage: cargo xtask <ci | test | bench [criterion args] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+        ),
     }
 }
