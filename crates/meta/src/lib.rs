@@ -443,7 +443,7 @@ pub async fn list_extents(
     last: u64,
 ) -> Result<Vec<(u64, ExtentRecord)>> {
     let (start, end) = Key::extent_range(view.tree, ino, first, last);
-    let (entries, _) = visible_range(r, view, &start, &end, usize::MAX).await?;
+    let (entries, _) = visible_range_of(r, view, &start, &end, usize::MAX, Some(ino)).await?;
     let mut out = Vec::with_capacity(entries.len());
     for (k, v) in entries {
         let HeadKey::Extent { idx, .. } = HeadKey::decode(&k).map_err(|e| corrupt(&k, e))? else {
@@ -473,19 +473,34 @@ pub async fn visible_range(
     end: &[u8],
     limit: usize,
 ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
-    let (own, own_done) = visible_range_own(r, view, start, end, limit).await?;
+    visible_range_of(r, view, start, end, limit, None).await
+}
+
+/// [`visible_range`] of a range of inode `owner`'s extent keys, when given:
+/// a tree whose head holds no version of that inode holds no head extent of
+/// it either (deleting an inode deletes its extents in the same batch), so
+/// snapshot reads of a deleted file skip the head stream and its tombstones.
+async fn visible_range_of(
+    r: &Txn<'_>,
+    view: View,
+    start: &[u8],
+    end: &[u8],
+    limit: usize,
+    owner: Option<u64>,
+) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
+    let (own, own_done) = visible_range_own(r, view, start, end, limit, owner).await?;
     let Some(origin) = view.lineage.origin_view() else {
         return Ok((own, own_done));
     };
-    let (inherited, inh_done) = Box::pin(visible_range(
+    let (inherited, inh_done) = Box::pin(visible_range_of(
         r,
         origin,
         &retree_bound(start, view.tree, origin.tree),
         &retree_bound(end, view.tree, origin.tree),
         limit,
+        owner,
     ))
-    .await?;
-    // Everything up to `cutoff` (inclusive) is complete in both streams.
+    .await?; // Everything up to `cutoff` (inclusive) is complete in both streams.
     let mut cutoff: Option<Vec<u8>> = None;
     if !own_done && let Some((k, _)) = own.last() {
         cutoff = Some(k.to_vec());
@@ -529,6 +544,7 @@ async fn visible_range_own(
     start: &[u8],
     end: &[u8],
     limit: usize,
+    owner: Option<u64>,
 ) -> Result<(Vec<(Bytes, Bytes)>, bool)> {
     let Some(at) = view.at else {
         let page = r.scan(start, end, limit).await?;
@@ -546,7 +562,21 @@ async fn visible_range_own(
         }
         h
     };
-    let mut heads = r.iter(start, end).await?;
+    let owner_gone = match owner {
+        Some(ino) => r
+            .get(
+                &HeadKey::Inode {
+                    tree: view.tree,
+                    ino,
+                }
+                .encode(),
+            )
+            .await?
+            .is_none(),
+        None => false,
+    };
+    let (hs, he) = if owner_gone { (end, end) } else { (start, end) };
+    let mut heads = r.iter(hs, he).await?;
     let mut hists = r.iter(&hist(start), &hist(end)).await?;
     let mut head = heads.next().await?;
     let mut old = next_history(&mut hists).await?;
