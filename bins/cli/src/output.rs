@@ -332,6 +332,10 @@ impl Out {
                 "referenced_bytes": s.referenced_bytes,
                 "dedup_ratio": s.dedup_ratio,
                 "compression_ratio": s.compression_ratio,
+                "requests": s.requests.as_ref().map(|r| json!({
+                    "put": r.put, "get": r.get, "list": r.list, "delete": r.delete,
+                    "copy": r.copy, "put_bytes": r.put_bytes,
+                })),
                 "datasets": s.datasets.iter().map(|d| json!({
                     "name": d.name, "files": d.files, "logical_bytes": d.logical_bytes,
                     "unique_bytes": d.unique_bytes, "snapshots": d.snapshots,
@@ -346,6 +350,22 @@ impl Out {
             ("referenced data", size(s.referenced_bytes)),
             ("dedup ratio", format!("{:.2}x", s.dedup_ratio)),
             ("compression ratio", format!("{:.2}x", s.compression_ratio)),
+            (
+                "object store requests",
+                s.requests
+                    .as_ref()
+                    .map(|r| {
+                        format!(
+                            "{} PUT ({}), {} GET, {} LIST, {} DELETE since the server started",
+                            r.put,
+                            size(r.put_bytes),
+                            r.get,
+                            r.list,
+                            r.delete
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            ),
         ]);
         println!();
         let mut t = table(&["DATASET", "FILES", "LOGICAL", "UNIQUE", "SNAPSHOTS"]);

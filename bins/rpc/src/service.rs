@@ -430,6 +430,14 @@ impl Admin for Service {
                     snapshots: d.snapshots as u32,
                 })
                 .collect(),
+            requests: Some(pb::ObjectStoreRequests {
+                put: s.requests.put,
+                get: s.requests.get,
+                list: s.requests.list,
+                delete: s.requests.delete,
+                copy: s.requests.copy,
+                put_bytes: s.requests.put_bytes,
+            }),
         }))
     }
 

@@ -102,6 +102,8 @@ pub struct StoreStats {
     pub referenced_bytes: u64,
     /// Every dataset, with computed sizes.
     pub datasets: Vec<DatasetInfo>,
+    /// Object store requests since the store was opened.
+    pub requests: cairn_kv::RequestCounts,
 }
 
 /// Which dataset or snapshot a view id names.
@@ -908,6 +910,7 @@ impl Engine {
             plain_bytes: chunks.plain_bytes,
             referenced_bytes: referenced,
             datasets,
+            requests: kv.requests(),
         })
     }
 

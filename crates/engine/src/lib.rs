@@ -30,7 +30,7 @@ use cairn_registry::{Registry, RegistryError};
 
 pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo, StoreStats, ViewInfo};
 pub use cairn_fs as api;
-pub use cairn_kv::KvOptions;
+pub use cairn_kv::{KvOptions, RequestCounts};
 pub use cairn_registry::{MAX_VIEW_ID, ROOT_DATASET, SnapshotSpec};
 pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;
@@ -261,6 +261,11 @@ impl Engine {
     pub async fn close(&self) -> Result<(), FsError> {
         let _w = self.inner.writer.lock().await;
         self.inner.kv.close().await.map_err(kv_err)
+    }
+
+    /// Object store requests made since the store was opened.
+    pub fn requests(&self) -> RequestCounts {
+        self.inner.kv.requests()
     }
 
     /// Raw key-value access for tests that plant corruption.

@@ -11,6 +11,12 @@
 //! Must never know: what the keys mean (inodes, chunks, datasets), paths, NFS
 //! or protobuf. It is the only crate that names SlateDB types.
 
+mod counting;
+mod lease;
+
+pub use counting::RequestCounts;
+pub use lease::{LEASE_RENEW, LEASE_TTL};
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -208,7 +214,15 @@ impl StoreUrl {
             }
             StoreKind::Remote(url) => {
                 let env = std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v));
-                let opts: Vec<(String, String)> = env.chain(options.iter().cloned()).collect();
+                // SlateDB fences writers with conditional writes: ask S3
+                // for them unless the caller chose otherwise (the check at
+                // open refuses stores that do not honour them).
+                let defaults = [("aws_conditional_put".to_string(), "etag".to_string())];
+                let opts: Vec<(String, String)> = defaults
+                    .into_iter()
+                    .chain(env)
+                    .chain(options.iter().cloned())
+                    .collect();
                 let (store, path) = object_store::parse_url_opts(url, opts).map_err(|e| {
                     KvError::new(
                         KvErrorKind::Invalid,
@@ -252,10 +266,13 @@ impl std::fmt::Debug for ObjectStoreWrapper {
 pub struct Kv {
     db: Db,
     url: StoreUrl,
-    poisoned: Mutex<Option<String>>,
+    poisoned: Arc<Mutex<Option<String>>>,
     /// Held for the life of the handle: refuses a second process on the same
     /// local store (released by the OS if this one dies).
     _lock: Option<std::fs::File>,
+    /// The writer lease of a remote store.
+    lease: Option<lease::Lease>,
+    requests: Arc<counting::Counters>,
 }
 
 /// Name of the lock file in a local store's directory.
@@ -324,9 +341,25 @@ impl Kv {
     /// Open (creating if absent) the database at `url`.
     pub async fn open(url: &str, options: KvOptions) -> Result<Self> {
         let url = StoreUrl::parse(url)?;
-        let (mut store, path) = url.object_store(&options.object_store_options)?;
+        let (store, path) = url.object_store(&options.object_store_options)?;
         let lock = match &url.kind {
             StoreKind::Local(dir) => Some(lock_dir(dir, &url.display)?),
+            _ => None,
+        };
+        let requests = Arc::new(counting::Counters::default());
+        let mut store: Arc<dyn ObjectStore> = Arc::new(counting::Counting {
+            inner: store,
+            counters: requests.clone(),
+        });
+        let poisoned = Arc::new(Mutex::new(None));
+        let lease = match &url.kind {
+            StoreKind::Remote(_) => {
+                lease::check_conditional_writes(&store, &path, &url.display).await?;
+                Some(
+                    lease::Lease::acquire(store.clone(), &path, &url.display, poisoned.clone())
+                        .await?,
+                )
+            }
             _ => None,
         };
         if let Some(wrap) = &options.wrap {
@@ -355,8 +388,10 @@ impl Kv {
         Ok(Self {
             db,
             url,
-            poisoned: Mutex::new(None),
+            poisoned,
             _lock: lock,
+            lease,
+            requests,
         })
     }
 
@@ -448,12 +483,23 @@ impl Kv {
         Ok(())
     }
 
-    /// Flush and close. The handle is unusable afterwards.
+    /// Flush and close (and give up a remote store's lease). The handle is
+    /// unusable afterwards.
     pub async fn close(&self) -> Result<()> {
-        self.db
+        let r = self
+            .db
             .close()
             .await
-            .map_err(|e| KvError::from_slate(e, "closing"))
+            .map_err(|e| KvError::from_slate(e, "closing"));
+        if let Some(l) = &self.lease {
+            l.release().await;
+        }
+        r
+    }
+
+    /// Object store requests made since the store was opened.
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
     }
 }
 

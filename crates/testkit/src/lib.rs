@@ -331,3 +331,82 @@ pub fn nfs_mkdir(port: u16, path: &str) {
         }
     });
 }
+
+/// A local S3-compatible server (the `moto` server, from PyPI
+/// `moto[server]`) on a free loopback port, with one bucket.
+pub struct Moto {
+    child: Child,
+    /// Its endpoint, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket created at start.
+    pub bucket: String,
+}
+
+impl Moto {
+    /// Start the moto server (`python3 -m moto.server`) and create `bucket`
+    /// with one unsigned PUT.
+    pub fn start(bucket: &str) -> Moto {
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the moto server ({e}); install it with `pip install 'moto[server]'` (.ci/run does)")
+            });
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.split("Running on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let endpoint = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("the moto server did not start (is `moto[server]` installed?)");
+        let moto = Moto {
+            child,
+            endpoint,
+            bucket: bucket.to_string(),
+        };
+        moto.http_put(&format!("/{bucket}"));
+        moto
+    }
+
+    /// One unsigned HTTP PUT with an empty body.
+    fn http_put(&self, path: &str) {
+        use std::io::{Read, Write};
+        let host = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(host).expect("connect to moto");
+        write!(
+            s,
+            "PUT {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "creating the bucket: {reply}"
+        );
+    }
+
+    /// A cairn config for an `s3://` store under `prefix`, with `extra`
+    /// lines appended to `[storage.options]`.
+    pub fn config(&self, prefix: &str, extra: &str) -> String {
+        format!(
+            "[storage]\nurl = \"s3://{}/{prefix}\"\n[storage.options]\naws_endpoint = \"{}\"\naws_allow_http = \"true\"\naws_access_key_id = \"test\"\naws_secret_access_key = \"test\"\naws_region = \"us-east-1\"\n{extra}",
+            self.bucket, self.endpoint
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
