@@ -62,8 +62,22 @@ fn main() -> anyhow::Result<()> {
             .args(["bench", "-p", "cairn-engine"])
             .args(&args[1..])),
         Some("e2e-kernel") => kernel::e2e_kernel(&args[1..]),
+        Some("bench-nfs") => {
+            run(cargo().args(["build", "--release", "-p", "cairn-nfs", "--bins"]))?;
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "cairn-nfs",
+                    "--example",
+                    "throughput",
+                    "--",
+                ])
+                .args(&args[1..]))
+        }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }

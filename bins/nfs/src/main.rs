@@ -96,12 +96,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     let shutdown = cairn_daemon::shutdown_on_signals();
-    let (n, r) = tokio::join!(nfs.serve(shutdown.clone()), async {
-        let r = rpc.serve(shutdown.clone()).await;
-        // If the admin API fails, stop NFS too rather than run half a server.
-        shutdown.cancel();
-        r
-    });
+    let serving = async {
+        tokio::join!(nfs.serve(shutdown.clone()), async {
+            let r = rpc.serve(shutdown.clone()).await;
+            // If the admin API fails, stop NFS too rather than run half a server.
+            shutdown.cancel();
+            r
+        })
+    };
+    let (n, r) = cairn_daemon::with_grace(serving, &shutdown, (Ok(()), Ok(()))).await;
     n?;
     r.context("admin API")?;
     tracing::info!("stopped serving; flushing the store");

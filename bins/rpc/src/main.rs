@@ -55,6 +55,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     );
     let shutdown = cairn_daemon::shutdown_on_signals();
-    server.serve(shutdown).await?;
+    cairn_daemon::with_grace(server.serve(shutdown.clone()), &shutdown, Ok(())).await?;
     cairn_daemon::close_engine(&engine).await
 }

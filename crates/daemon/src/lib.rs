@@ -161,6 +161,34 @@ pub fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
+/// How long shutdown waits for clients to finish and disconnect.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run `serving` to completion; once `shutdown` is cancelled, give it
+/// [`SHUTDOWN_GRACE`] to finish (calls in flight, clients hanging up), then
+/// stop waiting and return `gave_up`, so a client that never disconnects
+/// cannot keep the store from being flushed and closed.
+pub async fn with_grace<F: std::future::Future>(
+    serving: F,
+    shutdown: &CancellationToken,
+    gave_up: F::Output,
+) -> F::Output {
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        out = serving => out,
+        () = deadline => {
+            tracing::warn!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "clients still connected after the grace period; closing the store anyway"
+            );
+            gave_up
+        }
+    }
+}
+
 /// Flush and close the store at shutdown.
 pub async fn close_engine(engine: &Engine) -> anyhow::Result<()> {
     engine

@@ -247,7 +247,15 @@ pub struct KvOptions {
     /// that for SST metadata), so re-reads do not go back to the object
     /// store; `None`: SlateDB's defaults (512 MiB + 128 MiB).
     pub cache_bytes: Option<u64>,
+    /// Bytes of written but not yet uploaded data held in memory before
+    /// writes wait for uploads (SlateDB's `max_unflushed_bytes`); `None`:
+    /// [`DEFAULT_MAX_UNFLUSHED_BYTES`].
+    pub max_unflushed_bytes: Option<usize>,
 }
+
+/// Default bound of unflushed data in memory: 128 MiB (SlateDB's own default
+/// is 1 GiB, too much for a server that must stay small under a long write).
+pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 128 << 20;
 
 /// Wraps one object store in another.
 pub type WrapFn = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
@@ -365,7 +373,15 @@ impl Kv {
         if let Some(wrap) = &options.wrap {
             store = (wrap.0)(store);
         }
-        let mut builder = Db::builder(path, store).with_merge_operator(Arc::new(CounterAdd));
+        let settings = slatedb::Settings {
+            max_unflushed_bytes: options
+                .max_unflushed_bytes
+                .unwrap_or(DEFAULT_MAX_UNFLUSHED_BYTES),
+            ..Default::default()
+        };
+        let mut builder = Db::builder(path, store)
+            .with_settings(settings)
+            .with_merge_operator(Arc::new(CounterAdd));
         if let Some(bytes) = options.cache_bytes {
             use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
             let moka = |max_capacity: u64| -> Arc<dyn slatedb::db_cache::DbCache> {
