@@ -158,6 +158,22 @@ impl Engine {
         Ok(DatasetFs::new(self.inner.clone(), view, d.chunk_size))
     }
 
+    /// Commit a registry change and make it durable before returning: a
+    /// created snapshot or dataset survives a crash once the call returns.
+    /// After a failed commit the in-memory registry ran ahead of the store:
+    /// it is reloaded (the store is poisoned for writes anyway).
+    pub(crate) async fn commit_registry(
+        &self,
+        t: cairn_kv::Txn<'_>,
+        reg: &mut Registry,
+    ) -> Result<()> {
+        if let Err(e) = t.commit().await {
+            self.reload(reg).await;
+            return Err(kv_err(e));
+        }
+        self.inner.kv.flush().await.map_err(kv_err)
+    }
+
     /// After a failed registry commit the in-memory copy ran ahead of the
     /// store: reload it (the store is poisoned for writes anyway).
     pub(crate) async fn reload(&self, reg: &mut Registry) {
@@ -257,10 +273,7 @@ impl Engine {
         let d = Registry::new_dataset(id, name, chunk_size, None, 1);
         put_root_dir(&mut t, id, d.generation);
         reg.put_dataset(&mut t, d);
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, id, "created dataset");
         self.info_of(&w, id, false).await
@@ -474,10 +487,7 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = kv.txn();
         reg.remove_dataset(&mut t, d.id);
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, "deleted dataset");
         Ok(())
@@ -490,10 +500,7 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         reg.set_default(&mut t, id);
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         Ok(())
     }
 
@@ -511,10 +518,7 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         reg.put_dataset(&mut t, d);
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         Ok(())
     }
 
@@ -526,10 +530,7 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         let rec = cairn_snapshot::create(reg, &mut t, id, name).map_err(snap_err)?;
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish_one((id, Some(rec.generation)));
         tracing::info!(
             dataset,
@@ -648,6 +649,7 @@ impl Engine {
         let mut w = self.inner.writer.lock().await;
         let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
         self.destroy_snapshot(&mut w, s.tree, s.generation).await?;
+        self.inner.kv.flush().await.map_err(kv_err)?;
         tracing::info!(snapshot = %spec, "deleted snapshot");
         Ok(())
     }
@@ -661,10 +663,7 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         cairn_snapshot::begin_destroy(reg, &mut t, tree, generation).map_err(snap_err)?;
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         self.finish_destroy(w, tree, generation).await
     }
@@ -679,14 +678,11 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         cairn_snapshot::begin_destroy(reg, &mut t, s.tree, s.generation).map_err(snap_err)?;
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         let mut cursor = None;
         cairn_snapshot::destroy_step(
             &self.inner.kv,
-            reg,
+            &mut w.reg,
             s.tree,
             s.generation,
             &mut cursor,
@@ -754,10 +750,7 @@ impl Engine {
             s.files,
         );
         reg.put_dataset(&mut t, d);
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(clone = name, origin = %spec, "created clone");
         self.info_of(&w, id, false).await
@@ -844,6 +837,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        self.inner.kv.flush().await.map_err(kv_err)?;
         tracing::info!(snapshot = %spec, ?report, "rolled back");
         Ok(report)
     }
@@ -954,6 +948,7 @@ impl Engine {
             }
         }
         t.commit().await.map_err(kv_err)?;
+        self.inner.kv.flush().await.map_err(kv_err)?;
         if report.swept > 0 || report.fixed_refcounts > 0 {
             tracing::warn!(?report, "gc repaired the chunk store");
         }

@@ -119,10 +119,7 @@ impl Engine {
         rec.origin = None;
         let mut t = kv.txn();
         w.reg.put_dataset(&mut t, rec);
-        if let Err(e) = t.commit().await {
-            self.reload(&mut w.reg).await;
-            return Err(kv_err(e));
-        }
+        self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, copied, "promoted clone");
         self.info_of(&w, d.id, false).await

@@ -207,6 +207,7 @@ impl Engine {
         op.put_inode(parent, prec).await?;
         op.count_inodes(report.inodes as i64);
         op.commit().await?;
+        self.inner.kv.flush().await.map_err(crate::kv_err)?;
         tracing::info!(snapshot = %spec, path, dest = dest_s, ?report, "restored");
         Ok(report)
     }
