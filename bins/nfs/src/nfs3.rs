@@ -47,7 +47,10 @@ pub fn status(e: &FsError) -> nfsstat3 {
         ErrorKind::BadCookie => NFS3ERR_BAD_COOKIE,
         ErrorKind::NotSync => NFS3ERR_NOT_SYNC,
         ErrorKind::NotSupported => NFS3ERR_NOTSUPP,
-        ErrorKind::Busy | ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::Poisoned => NFS3ERR_IO,
+        // Like ext4 with errors=remount-ro: after a failure it cannot vouch
+        // for, the store refuses writes until a restart.
+        ErrorKind::Poisoned => NFS3ERR_ROFS,
+        ErrorKind::Busy | ErrorKind::Io | ErrorKind::Corrupt => NFS3ERR_IO,
     }
 }
 

@@ -30,7 +30,7 @@ use cairn_registry::{Registry, RegistryError};
 
 pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo, StoreStats, ViewInfo};
 pub use cairn_fs as api;
-pub use cairn_kv::{KvOptions, RequestCounts};
+pub use cairn_kv::{FaultPlan, Faults, KvOptions, RequestCounts};
 pub use cairn_registry::{MAX_VIEW_ID, ROOT_DATASET, SnapshotSpec};
 pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;

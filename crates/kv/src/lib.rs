@@ -12,9 +12,11 @@
 //! or protobuf. It is the only crate that names SlateDB types.
 
 mod counting;
+mod faults;
 mod lease;
 
 pub use counting::RequestCounts;
+pub use faults::{FaultPlan, Faults};
 pub use lease::{LEASE_RENEW, LEASE_TTL};
 
 use std::collections::BTreeMap;
@@ -251,7 +253,16 @@ pub struct KvOptions {
     /// writes wait for uploads (SlateDB's `max_unflushed_bytes`); `None`:
     /// [`DEFAULT_MAX_UNFLUSHED_BYTES`].
     pub max_unflushed_bytes: Option<usize>,
+    /// Retries of one failing object store request (with backoff from
+    /// 100 ms doubling to 1 s) before the operation fails; `None`:
+    /// [`DEFAULT_OBJECT_STORE_RETRIES`].
+    pub max_retries: Option<u32>,
 }
+
+/// Default retries of a failing object store request: 8, about 5 s of
+/// backoff. After that the operation fails (and a failed write poisons the
+/// store) instead of hanging clients forever.
+pub const DEFAULT_OBJECT_STORE_RETRIES: u32 = 8;
 
 /// Default bound of unflushed data in memory: 128 MiB (SlateDB's own default
 /// is 1 GiB, too much for a server that must stay small under a long write).
@@ -377,6 +388,9 @@ impl Kv {
             max_unflushed_bytes: options
                 .max_unflushed_bytes
                 .unwrap_or(DEFAULT_MAX_UNFLUSHED_BYTES),
+            object_store_max_retries: Some(
+                options.max_retries.unwrap_or(DEFAULT_OBJECT_STORE_RETRIES),
+            ),
             ..Default::default()
         };
         let mut builder = Db::builder(path, store)
@@ -421,7 +435,7 @@ impl Kv {
         self.db
             .get(key)
             .await
-            .map_err(|e| KvError::from_slate(e, "reading"))
+            .map_err(|e| self.slate_err(e, "reading"))
     }
 
     /// Up to `limit` entries of `[start, end)` in key order.
@@ -450,7 +464,7 @@ impl Kv {
             .db
             .scan(range)
             .await
-            .map_err(|e| KvError::from_slate(e, "scanning"))?;
+            .map_err(|e| self.slate_err(e, "scanning"))?;
         Ok(KvIter { inner: Some(inner) })
     }
 
@@ -461,6 +475,35 @@ impl Kv {
             overlay: BTreeMap::new(),
             read_cache: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// A SlateDB error, noticing when the database stopped itself (after an
+    /// object store failure outlasted the retries, or a fence): every later
+    /// call would fail the same way, so the store is poisoned and the error
+    /// says a restart recovers.
+    fn slate_err(&self, e: slatedb::Error, during: &str) -> KvError {
+        let err = KvError::from_slate(e, during);
+        if self.db.status().close_reason.is_none() {
+            return err;
+        }
+        let why = match (err.kind, &self.url.kind) {
+            // A local store is locked to this process: a fence there means
+            // a manifest write landed but its reply was lost.
+            (KvErrorKind::Fenced, StoreKind::Remote(_)) => {
+                "this writer was fenced: another cairn process took over the store, or a write's reply was lost"
+            }
+            (KvErrorKind::Fenced, _) => "this writer was fenced after a write's reply was lost",
+            _ => "the store stopped after this failure",
+        };
+        let err = KvError::new(
+            KvErrorKind::Poisoned,
+            format!(
+                "{}; {why} and refuses further work: restart to recover",
+                err.message
+            ),
+        );
+        self.poison(&err);
+        err
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -492,7 +535,7 @@ impl Kv {
     pub async fn flush(&self) -> Result<()> {
         self.check_poisoned()?;
         if let Err(e) = self.db.flush().await {
-            let err = KvError::from_slate(e, "flushing to the object store");
+            let err = self.slate_err(e, "flushing to the object store");
             self.poison(&err);
             return Err(err);
         }
@@ -700,7 +743,7 @@ impl Txn<'_> {
         match self.kv.db.write(batch).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let err = KvError::from_slate(e, "writing a batch");
+                let err = self.kv.slate_err(e, "writing a batch");
                 self.kv.poison(&err);
                 Err(err)
             }
