@@ -30,15 +30,27 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// Features of every test build: the engine's crash points (inert unless a
+/// test arms one), so the crash-point tests build and one build serves all.
+const TEST_FEATURES: [&str; 2] = ["--features", "cairn-engine/failpoints"];
+
 fn test() -> anyhow::Result<()> {
     // The end-to-end tests run the workspace's binaries (cairn-nfs, cairn).
-    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(cargo()
+        .args(["build", "--workspace", "--bins"])
+        .args(TEST_FEATURES))?;
     if has_nextest() {
-        run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(TEST_FEATURES))?;
         // nextest does not run doctests.
-        run(cargo().args(["test", "--workspace", "--doc"]))
+        run(cargo()
+            .args(["test", "--workspace", "--doc"])
+            .args(TEST_FEATURES))
     } else {
-        run(cargo().args(["test", "--workspace", "--no-fail-fast"]))
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(TEST_FEATURES))
     }
 }
 
@@ -51,6 +63,8 @@ fn main() -> anyhow::Result<()> {
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                TEST_FEATURES[0],
+                TEST_FEATURES[1],
                 "--",
                 "-D",
                 "warnings",

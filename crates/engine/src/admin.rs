@@ -20,7 +20,7 @@ use crate::{
 type Result<T> = std::result::Result<T, FsError>;
 
 /// Dead-list entries freed per batch while destroying a snapshot.
-const DESTROY_BATCH: usize = 4096;
+pub(crate) const DESTROY_BATCH: usize = 4096;
 
 /// Options for a new dataset.
 #[derive(Debug, Clone, Default)]
@@ -200,6 +200,11 @@ impl Engine {
                 "resuming an interrupted snapshot deletion"
             );
             self.finish_destroy(&mut w, tree, generation).await?;
+        }
+        let freeing: Vec<u64> = w.reg.freeing().collect();
+        for tree in freeing {
+            tracing::info!(tree, "resuming an interrupted dataset deletion");
+            self.free_tree(&mut w, tree).await?;
         }
         self.inner.publish(&w.reg);
         Ok(())
@@ -448,47 +453,14 @@ impl Engine {
         for s in snaps.iter().rev() {
             self.destroy_snapshot(&mut w, s.tree, s.generation).await?;
         }
-        // Free the tree: every record (head and history) of every kind, in
-        // batches; the registry record goes last so a crash leaves a
-        // dataset that can be deleted again.
-        let kv = &self.inner.kv;
-        for kind in [
-            KeyPrefix::Dirent,
-            KeyPrefix::HistDirent,
-            KeyPrefix::Extent,
-            KeyPrefix::HistExtent,
-            KeyPrefix::Inode,
-            KeyPrefix::HistInode,
-            KeyPrefix::Dead,
-        ] {
-            let (start, end) = Key::tree_range(kind, d.id);
-            loop {
-                let page = kv.scan(&start, &end, DESTROY_BATCH).await.map_err(kv_err)?;
-                if page.is_empty() {
-                    break;
-                }
-                let mut t = kv.txn();
-                let mut pending = Pending::new();
-                for (k, v) in &page {
-                    if matches!(kind, KeyPrefix::Extent | KeyPrefix::HistExtent) {
-                        let rec = Versioned::<ExtentRecord>::decode(v).map_err(|e| {
-                            FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}"))
-                        })?;
-                        if let Some(e) = rec.value {
-                            pending.decref(e.hash);
-                        }
-                    }
-                    t.delete(k.to_vec());
-                }
-                pending.apply(&mut t).await.map_err(cas_err)?;
-                t.commit().await.map_err(kv_err)?;
-            }
-        }
-        let reg = &mut w.reg;
-        let mut t = kv.txn();
-        reg.remove_dataset(&mut t, d.id);
+        // The dataset disappears in one batch that also marks its tree as
+        // being freed; the records go afterwards, in batches. A crash in
+        // between resumes on the next open.
+        let mut t = self.inner.kv.txn();
+        w.reg.remove_dataset(&mut t, d.id);
         self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
+        self.free_tree(&mut w, d.id).await?;
         tracing::info!(dataset = name, "deleted dataset");
         Ok(())
     }
@@ -694,6 +666,51 @@ impl Engine {
         Ok(())
     }
 
+    /// Free every record (head and history, of every kind) of a deleted
+    /// dataset's tree, in batches, then drop its freeing mark.
+    pub(crate) async fn free_tree(&self, w: &mut WriterState, tree: u64) -> Result<()> {
+        let kv = &self.inner.kv;
+        for kind in [
+            KeyPrefix::Dirent,
+            KeyPrefix::HistDirent,
+            KeyPrefix::Extent,
+            KeyPrefix::HistExtent,
+            KeyPrefix::Inode,
+            KeyPrefix::HistInode,
+            KeyPrefix::Dead,
+        ] {
+            let (start, end) = Key::tree_range(kind, tree);
+            loop {
+                let page = kv
+                    .scan(&start, &end, crate::destroy_batch())
+                    .await
+                    .map_err(kv_err)?;
+                if page.is_empty() {
+                    break;
+                }
+                let mut t = kv.txn();
+                let mut pending = Pending::new();
+                for (k, v) in &page {
+                    if matches!(kind, KeyPrefix::Extent | KeyPrefix::HistExtent) {
+                        let rec = Versioned::<ExtentRecord>::decode(v).map_err(|e| {
+                            FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}"))
+                        })?;
+                        if let Some(e) = rec.value {
+                            pending.decref(e.hash);
+                        }
+                    }
+                    t.delete(k.to_vec());
+                }
+                pending.apply(&mut t).await.map_err(cas_err)?;
+                t.commit().await.map_err(kv_err)?;
+                crate::crash_point(kv, "dataset_delete.between_batches").await?;
+            }
+        }
+        let mut t = kv.txn();
+        w.reg.end_free(&mut t, tree);
+        self.commit_registry(t, &mut w.reg).await
+    }
+
     async fn finish_destroy(&self, w: &mut WriterState, tree: u64, generation: u64) -> Result<()> {
         let mut cursor = None;
         loop {
@@ -703,7 +720,7 @@ impl Engine {
                 tree,
                 generation,
                 &mut cursor,
-                DESTROY_BATCH,
+                crate::destroy_batch(),
             )
             .await
             {
@@ -716,6 +733,7 @@ impl Engine {
             if step.done {
                 return Ok(());
             }
+            crate::crash_point(&self.inner.kv, "snapshot_delete.between_steps").await?;
         }
     }
 
@@ -817,6 +835,7 @@ impl Engine {
             for n in newer.iter().rev() {
                 self.destroy_snapshot(&mut w, n.tree, n.generation).await?;
             }
+            crate::crash_point(&self.inner.kv, "rollback.after_destroying_newer").await?;
         }
         let mut t = self.inner.kv.txn();
         let mut pending = Pending::new();
@@ -825,7 +844,12 @@ impl Engine {
                 .await
             {
                 Ok(report) => match pending.apply(&mut t).await {
-                    Ok(()) => t.commit().await.map(|()| report).map_err(kv_err),
+                    Ok(()) => {
+                        match crate::crash_point(&self.inner.kv, "rollback.before_commit").await {
+                            Ok(()) => t.commit().await.map(|()| report).map_err(kv_err),
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(e) => Err(cas_err(e)),
                 },
                 Err(e) => Err(snap_err(e)),

@@ -500,6 +500,8 @@ impl Filesystem for DatasetFs {
         rec.mtime = op.now;
         rec.ctime = op.now;
         op.put_inode(ino, rec.clone()).await?;
+        // Chunks and extent records are staged; one batch commits both.
+        crate::crash_point(&self.inner.kv, "write.before_commit").await?;
         op.commit().await?;
         Ok(self.attr(ino, &rec))
     }
@@ -925,6 +927,7 @@ impl Filesystem for DatasetFs {
                 tdrec.nlink += 1;
             }
             op.put_inode(to_dir, tdrec).await?;
+            crate::crash_point(&self.inner.kv, "rename.across_directories").await?;
         }
         op.commit().await
     }

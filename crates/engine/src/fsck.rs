@@ -385,6 +385,12 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
             );
         }
     }
+    for tree in reg.freeing() {
+        r.problem(
+            "registry",
+            format!("the tree of deleted dataset {tree} is half-freed"),
+        );
+    }
 
     // Every view's namespace.
     for d in reg.datasets() {
@@ -411,6 +417,7 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
                 continue;
             };
             match (reg.dataset(tree), cairn_codec::birth_of(&v)) {
+                (None, _) if reg.is_freeing(tree) => {}
                 (None, _) => r.problem("orphan", format!("record {k:?} of missing tree {tree}")),
                 (Some(d), Ok(b)) if b > d.generation => r.problem(
                     "generation",
@@ -437,6 +444,10 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
             continue;
         };
         let hk = head.history_key(death);
+        if reg.is_freeing(tree) {
+            dead_hist.insert(hk);
+            continue;
+        }
         match inner.kv.get(&hk).await.map_err(kv_err)? {
             Some(v) if cairn_codec::birth_of(&v).ok() == Some(birth) => {}
             Some(_) => r.problem(

@@ -332,6 +332,38 @@ pub(crate) fn put_root_dir(t: &mut cairn_kv::Txn<'_>, tree: u64, generation: u64
     );
 }
 
+/// A crash-critical step. Built with the `failpoints` feature, a test arms
+/// the point with `fail::cfg(name, "return")`; reaching it then makes
+/// durable everything committed so far and halts the store (no later write
+/// of the operation, nor any cleanup, reaches it), as if the process was
+/// killed right there. The test then drops the engine and reopens the store.
+/// Without the feature it costs nothing.
+pub(crate) async fn crash_point(kv: &Kv, name: &str) -> Result<(), FsError> {
+    #[cfg(feature = "failpoints")]
+    if fail::eval(name, |_| ()).is_some() {
+        let _ = kv.flush().await;
+        kv.halt(&format!("crash point {name}"));
+        return Err(FsError::new(
+            ErrorKind::Io,
+            format!("crash point {name} reached"),
+        ));
+    }
+    let _ = (kv, name);
+    Ok(())
+}
+
+/// Dead-list entries freed per snapshot-destroy batch (a test may lower it
+/// through the `snapshot_delete.batch` fail point).
+pub(crate) fn destroy_batch() -> usize {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(n)) = fail::eval("snapshot_delete.batch", |arg| {
+        arg.and_then(|a| a.parse::<usize>().ok())
+    }) {
+        return n;
+    }
+    admin::DESTROY_BATCH
+}
+
 pub(crate) fn kv_err(e: KvError) -> FsError {
     let kind = match e.kind {
         KvErrorKind::Corrupt => ErrorKind::Corrupt,

@@ -106,6 +106,7 @@ impl Engine {
                 }
                 pending.apply(&mut t).await.map_err(crate::cas_err)?;
                 t.commit().await.map_err(kv_err)?;
+                crate::crash_point(kv, "promote.between_batches").await?;
                 match (done, page.last()) {
                     (false, Some((k, _))) => {
                         cursor = k.to_vec();

@@ -206,6 +206,7 @@ impl Engine {
         prec.ctime = op.now;
         op.put_inode(parent, prec).await?;
         op.count_inodes(report.inodes as i64);
+        crate::crash_point(&self.inner.kv, "restore.before_commit").await?;
         op.commit().await?;
         self.inner.kv.flush().await.map_err(crate::kv_err)?;
         tracing::info!(snapshot = %spec, path, dest = dest_s, ?report, "restored");

@@ -526,6 +526,13 @@ impl Kv {
         }
     }
 
+    /// Refuse every further write, as if the process died here (crash-point
+    /// tests): nothing after this call reaches the store.
+    #[doc(hidden)]
+    pub fn halt(&self, why: &str) {
+        self.poison(&KvError::new(KvErrorKind::Poisoned, why.to_string()));
+    }
+
     /// Whether an earlier failure made the store refuse writes.
     pub fn is_poisoned(&self) -> bool {
         self.check_poisoned().is_err()

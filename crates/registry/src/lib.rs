@@ -26,6 +26,9 @@ pub const MAX_VIEW_ID: u64 = (1 << 24) - 1;
 
 const META_DEFAULT: &[u8] = b"registry.default";
 const META_NEXT_TREE: &[u8] = b"registry.next_tree";
+/// Prefix of the markers of deleted datasets whose trees are still being
+/// freed (followed by the tree id, big-endian).
+const META_FREEING: &[u8] = b"registry.freeing.";
 const RECORD_VERSION: u8 = 1;
 
 /// What went wrong; the kind says what the caller can do about it.
@@ -300,6 +303,12 @@ fn meta(name: &[u8]) -> Vec<u8> {
     Key::Meta(name.to_vec()).encode()
 }
 
+fn freeing_key(id: u64) -> Vec<u8> {
+    let mut name = META_FREEING.to_vec();
+    name.extend_from_slice(&id.to_be_bytes());
+    meta(&name)
+}
+
 /// The registry as the writer sees it. Mutations update this copy and stage
 /// the matching records in a transaction; the caller commits it.
 #[derive(Debug, Clone, Default)]
@@ -308,6 +317,8 @@ pub struct Registry {
     snapshots: BTreeMap<(u64, u64), SnapshotRecord>,
     default: u64,
     next_tree: u64,
+    /// Trees of deleted datasets whose records are still being freed.
+    freeing: std::collections::BTreeSet<u64>,
 }
 
 impl Registry {
@@ -341,6 +352,17 @@ impl Registry {
                 None => Ok(None),
             }
         };
+        let start = meta(META_FREEING);
+        let mut end = start.clone();
+        end.push(0xff);
+        for (k, _) in kv.scan(&start, &end, usize::MAX).await? {
+            let id = k
+                .get(start.len()..)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| RegistryError::Corrupt(format!("bad freeing marker {k:?}")))?;
+            reg.freeing.insert(id);
+        }
         reg.default = read(META_DEFAULT).await?.unwrap_or(0);
         reg.next_tree = read(META_NEXT_TREE)
             .await?
@@ -550,10 +572,31 @@ impl Registry {
         self.datasets.insert(rec.id, rec);
     }
 
-    /// Remove a dataset record.
+    /// Remove a dataset record and mark its tree as being freed: the
+    /// dataset is gone at once; its records are freed afterwards, in
+    /// batches, and [`Registry::end_free`] drops the mark. A crash between
+    /// leaves the mark, so the work resumes on the next open.
     pub fn remove_dataset(&mut self, txn: &mut Txn<'_>, id: u64) {
         txn.delete(Key::Dataset(id).encode());
+        txn.put(freeing_key(id), Vec::new());
         self.datasets.remove(&id);
+        self.freeing.insert(id);
+    }
+
+    /// The tree of a deleted dataset is wholly freed: drop its mark.
+    pub fn end_free(&mut self, txn: &mut Txn<'_>, id: u64) {
+        txn.delete(freeing_key(id));
+        self.freeing.remove(&id);
+    }
+
+    /// Trees of deleted datasets still being freed.
+    pub fn freeing(&self) -> impl Iterator<Item = u64> + '_ {
+        self.freeing.iter().copied()
+    }
+
+    /// Whether `tree` belongs to a deleted dataset still being freed.
+    pub fn is_freeing(&self, tree: u64) -> bool {
+        self.freeing.contains(&tree)
     }
 
     /// Make dataset `id` the default.
