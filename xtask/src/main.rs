@@ -76,6 +76,17 @@ fn main() -> anyhow::Result<()> {
             .args(["bench", "-p", "cairn-engine"])
             .args(&args[1..])),
         Some("e2e-kernel") => kernel::e2e_kernel(&args[1..]),
+        Some("crash") => {
+            // The debug build of the test suite (same features), reused.
+            run(cargo()
+                .args(["build", "-p", "cairn-nfs", "--bins"])
+                .args(TEST_FEATURES))?;
+            run(cargo()
+                .args(["run", "-p", "cairn-nfs", "--example", "crash"])
+                .args(TEST_FEATURES)
+                .arg("--")
+                .args(&args[1..]))
+        }
         Some("bench-nfs") => {
             run(cargo().args(["build", "--release", "-p", "cairn-nfs", "--bins"]))?;
             run(cargo()
@@ -91,7 +102,7 @@ fn main() -> anyhow::Result<()> {
                 .args(&args[1..]))
         }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] | crash [--cycles N] [--seed S] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }

@@ -176,6 +176,15 @@ impl State {
         Ok(Node { view, ino: h.ino })
     }
 
+    /// RFC 1813 makes every modifying procedure but an UNSTABLE WRITE
+    /// synchronous: after a success, make it durable before the reply (as
+    /// knfsd's default `sync` export does).
+    async fn synced<T>(&self, n: &Node, r: Result<T, nfsstat3>) -> Result<T, nfsstat3> {
+        let v = r?;
+        n.view.fs.commit().await.map_err(|e| self.fail(&e))?;
+        Ok(v)
+    }
+
     /// Log an engine error by its severity and turn it into a status.
     pub(crate) fn fail(&self, e: &FsError) -> nfsstat3 {
         match e.kind {
@@ -314,6 +323,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&n, r).await;
         match r {
             Ok(attr) => reply::<_, SETATTR3resfail>(Nfs3Result::Ok(SETATTR3resok {
                 obj_wcc: wcc(Nfs3Option::Some(fattr(n.view.id, &attr))),
@@ -532,6 +542,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         match self.made(&dir, r).await {
             Ok((obj, obj_attributes, dir_wcc)) => {
                 reply::<_, CREATE3resfail>(Nfs3Result::Ok(CREATE3resok {
@@ -563,6 +574,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         match self.made(&dir, r).await {
             Ok((obj, obj_attributes, dir_wcc)) => {
                 reply::<_, MKDIR3resfail>(Nfs3Result::Ok(MKDIR3resok {
@@ -600,6 +612,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         match self.made(&dir, r).await {
             Ok((obj, obj_attributes, dir_wcc)) => {
                 reply::<_, SYMLINK3resfail>(Nfs3Result::Ok(SYMLINK3resok {
@@ -649,6 +662,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         match self.made(&dir, r).await {
             Ok((obj, obj_attributes, dir_wcc)) => {
                 reply::<_, MKNOD3resfail>(Nfs3Result::Ok(MKNOD3resok {
@@ -680,6 +694,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         let dir_wcc = wcc(self.post(&dir).await);
         match r {
             Ok(()) => reply::<_, REMOVE3resfail>(Nfs3Result::Ok(REMOVE3resok { dir_wcc })),
@@ -709,6 +724,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         let dir_wcc = wcc(self.post(&dir).await);
         match r {
             Ok(()) => reply::<_, RMDIR3resfail>(Nfs3Result::Ok(RMDIR3resok { dir_wcc })),
@@ -737,6 +753,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&from, r).await;
         let fromdir_wcc = wcc(self.post(&from).await);
         let todir_wcc = wcc(self.post(&to).await);
         match r {
@@ -783,6 +800,7 @@ impl State {
                 .map_err(|e| self.fail(&e))
         }
         .await;
+        let r = self.synced(&dir, r).await;
         let file_attributes = self.post(&file).await;
         let linkdir_wcc = wcc(self.post(&dir).await);
         match r {
