@@ -54,6 +54,76 @@ fn test() -> anyhow::Result<()> {
     }
 }
 
+/// The cargo-fuzz targets in `fuzz/`.
+const FUZZ_TARGETS: [&str; 5] = [
+    "codec_keys",
+    "codec_values",
+    "nfs_handle",
+    "nfs_call",
+    "admin_request",
+];
+
+/// `fuzz [--smoke | --seconds N] [target]`: each target for N seconds
+/// (`--smoke`: 20). Installs cargo-fuzz if missing; builds on the stable
+/// toolchain without a sanitizer (coverage-guided, panics are crashes).
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let mut seconds = 300u64;
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--smoke" => seconds = 20,
+            "--seconds" => {
+                seconds = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--seconds wants a number"))?
+            }
+            t if FUZZ_TARGETS.contains(&t) => only = Some(t.to_string()),
+            other => bail!("unknown fuzz argument {other:?} (targets: {FUZZ_TARGETS:?})"),
+        }
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
+    let tools = format!("{home}/.cache/cairn-tools");
+    let path = format!("{tools}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let has = Command::new("cargo")
+        .env("PATH", &path)
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has {
+        run(cargo().args(["install", "--locked", "cargo-fuzz", "--root", &tools]))?;
+    }
+    let target_dir = format!("{home}/.cache/cairn-fuzz-target");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no workspace root"))?
+        .join("fuzz");
+    for t in FUZZ_TARGETS {
+        if only.as_deref().is_some_and(|o| o != t) {
+            continue;
+        }
+        println!("fuzz {t}: {seconds} s");
+        run(Command::new("cargo")
+            .current_dir(&root)
+            .env("PATH", &path)
+            .args([
+                "fuzz",
+                "run",
+                "-s",
+                "none",
+                "--target-dir",
+                &target_dir,
+                t,
+                "--",
+            ])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1"))?;
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -76,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             .args(["bench", "-p", "cairn-engine"])
             .args(&args[1..])),
         Some("e2e-kernel") => kernel::e2e_kernel(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("crash") => {
             // The debug build of the test suite (same features), reused.
             run(cargo()
@@ -102,7 +173,7 @@ fn main() -> anyhow::Result<()> {
                 .args(&args[1..]))
         }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] | crash [--cycles N] [--seed S] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }
