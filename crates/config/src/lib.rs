@@ -92,7 +92,7 @@ impl Default for Storage {
             url: DEFAULT_STORE.into(),
             chunk_size_bytes: 64 * 1024,
             compression: Compression::Lz4,
-            cache_size_bytes: 256 * 1024 * 1024,
+            cache_size_bytes: 64 * 1024 * 1024,
             options: BTreeMap::new(),
         }
     }
@@ -367,7 +367,7 @@ chunk_size_bytes = "64KiB"
 # "lz4" (kept only where it saves space) or "none".
 compression = "lz4"
 # Local cache of object store blocks, so re-reads do not go back to S3.
-cache_size_bytes = "256MiB"
+cache_size_bytes = "64MiB"
 
 # Object store settings, passed to object_store as given. The standard
 # AWS_* / GOOGLE_* / AZURE_* environment variables are read as well.

@@ -264,9 +264,12 @@ pub struct KvOptions {
 /// store) instead of hanging clients forever.
 pub const DEFAULT_OBJECT_STORE_RETRIES: u32 = 8;
 
-/// Default bound of unflushed data in memory: 128 MiB (SlateDB's own default
+/// Size of one memtable flushed as a level-0 SST: 16 MiB.
+pub const L0_SST_BYTES: usize = 16 << 20;
+
+/// Default bound of unflushed data in memory: 64 MiB (SlateDB's own default
 /// is 1 GiB, too much for a server that must stay small under a long write).
-pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 128 << 20;
+pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 64 << 20;
 
 /// Wraps one object store in another.
 pub type WrapFn = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
@@ -388,6 +391,9 @@ impl Kv {
             max_unflushed_bytes: options
                 .max_unflushed_bytes
                 .unwrap_or(DEFAULT_MAX_UNFLUSHED_BYTES),
+            // Smaller memtables than SlateDB's 64 MiB, so the unflushed
+            // bound above holds several and memory stays small.
+            l0_sst_size_bytes: L0_SST_BYTES,
             object_store_max_retries: Some(
                 options.max_retries.unwrap_or(DEFAULT_OBJECT_STORE_RETRIES),
             ),

@@ -1,0 +1,102 @@
+//! Backpressure, not unbounded memory: writing 4 GiB of distinct data
+//! through NFS (1 MiB UNSTABLE writes, one in flight, a COMMIT every 256 MiB)
+//! keeps the server's peak RSS under 512 MiB. `CAIRN_RSS_TEST_MIB` changes
+//! the amount.
+mod common;
+use cairn_testkit::nfs3_types::nfs3::*;
+use cairn_testkit::nfs3_types::xdr_codec::Opaque;
+use cairn_testkit::{mount, noise};
+use common::*;
+
+const MIB: usize = 1 << 20;
+
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kb / 1024
+}
+
+// Not met yet: 513 MiB peak at 4 GiB (360 MiB at 1 GiB with an 8 MiB
+// cache), growing with the data written; takes ~4 min in a debug build.
+// Run with `cargo nextest run -p cairn-nfs --run-ignored all --test
+// rss_bounded_under_4gib_write`.
+#[ignore = "the 512 MiB bound is not met yet (513 MiB at 4 GiB); see docs/limits.md"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_4_gib_keeps_rss_under_512_mib() {
+    let total: usize = std::env::var("CAIRN_RSS_TEST_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
+    let (_d, store) = store();
+    let cfg = std::env::var("CAIRN_RSS_TEST_CONFIG").unwrap_or_default();
+    let extra: Vec<&str> = if cfg.is_empty() {
+        vec![]
+    } else {
+        vec!["-c", cfg.as_str()]
+    };
+    let s = Server::nfs(&store, &extra);
+    let mut c = mount(s.nfs_port, "/", 0, 0).await;
+    let root = c.root_nfs_fh3();
+    let r = c
+        .create(&CREATE3args {
+            where_: diropargs3 {
+                dir: root,
+                name: filename3(Opaque::borrowed(b"big")),
+            },
+            how: createhow3::UNCHECKED(sattr3::default()),
+        })
+        .await
+        .expect("rpc");
+    let Nfs3Result::Ok(CREATE3resok {
+        obj: Nfs3Option::Some(fh),
+        ..
+    }) = r
+    else {
+        panic!("create failed")
+    };
+    // Distinct data everywhere (no dedup): a fresh block per MiB.
+    let mut base = noise(MIB, 1);
+    for i in 0..total {
+        for (j, w) in base.chunks_mut(64 * 1024).enumerate() {
+            w[..8].copy_from_slice(&((i * 16 + j) as u64).to_le_bytes());
+        }
+        let w = c
+            .write(&WRITE3args {
+                file: fh.clone(),
+                offset: (i * MIB) as u64,
+                count: MIB as u32,
+                stable: stable_how::UNSTABLE,
+                data: Opaque::borrowed(&base),
+            })
+            .await
+            .expect("rpc");
+        assert!(matches!(w, Nfs3Result::Ok(_)), "write {i} failed");
+        if (i + 1) % 256 == 0 || i + 1 == total {
+            let r = c
+                .commit(&COMMIT3args {
+                    file: fh.clone(),
+                    offset: 0,
+                    count: 0,
+                })
+                .await
+                .expect("rpc");
+            assert!(matches!(r, Nfs3Result::Ok(_)), "commit failed");
+        }
+    }
+    let peak = peak_rss_mib(s.pid());
+    eprintln!("wrote {total} MiB through NFS; server peak RSS {peak} MiB");
+    assert!(
+        peak < 512,
+        "server peak RSS {peak} MiB after writing {total} MiB (bound 512 MiB)"
+    );
+    drop(c);
+    let (status, log) = tokio::task::spawn_blocking(move || s.stop())
+        .await
+        .expect("stop");
+    assert!(status.success(), "{log}");
+}
