@@ -127,7 +127,10 @@ pub fn e2e_kernel(args: &[String]) -> anyhow::Result<()> {
         return report(&kvm.join("out"), &o, std::time::Duration::ZERO);
     }
     let tooldir = cache.join("cairn-tools");
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kernel-vm");
+    let here = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("kernel-vm");
     let root = here
         .parent()
         .and_then(Path::parent)

@@ -96,10 +96,12 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
         run(cargo().args(["install", "--locked", "cargo-fuzz", "--root", &tools]))?;
     }
     let target_dir = format!("{home}/.cache/cairn-fuzz-target");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("no workspace root"))?
-        .join("fuzz");
+    let root = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .ok_or_else(|| anyhow::anyhow!("no workspace root"))?
+    .join("fuzz");
     for t in FUZZ_TARGETS {
         if only.as_deref().is_some_and(|o| o != t) {
             continue;
