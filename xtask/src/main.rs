@@ -86,7 +86,7 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
     let tools = format!("{home}/.cache/cairn-tools");
     let path = format!("{tools}/bin:{}", std::env::var("PATH").unwrap_or_default());
-    let has = Command::new("cargo")
+    let has = cargo()
         .env("PATH", &path)
         .args(["fuzz", "--version"])
         .output()
@@ -107,7 +107,7 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
             continue;
         }
         println!("fuzz {t}: {seconds} s");
-        run(Command::new("cargo")
+        run(cargo()
             .current_dir(&root)
             .env("PATH", &path)
             .args([

@@ -333,7 +333,7 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
                 return Err(Stop::Bad(format!("{path} vanished")));
             };
             let size = rng.below(m.content[&f].len() as u64 + 1);
-            let was = m.unknown_files.insert(f);
+            m.unknown_files.insert(f);
             let r = ctx
                 .c
                 .setattr(&SETATTR3args {
@@ -354,7 +354,6 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
                 .expect("content")
                 .resize(size as usize, 0);
             // Synchronous: everything before it is durable too.
-            let _ = was;
             m.unknown_files.clear();
         }
         // Rename, within or across directories (may replace).

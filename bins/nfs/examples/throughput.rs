@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use cairn_testkit::nfs3_types::nfs3::*;
 use cairn_testkit::nfs3_types::xdr_codec::Opaque;
-use cairn_testkit::{Moto, Server, mount, noise};
+use cairn_testkit::{Moto, Server, commit, create_file, mount, noise};
 
 const MIB: usize = 1 << 20;
 
@@ -43,23 +43,7 @@ struct Figures {
 async fn run(args: &[&str], mib: usize) -> Figures {
     let s = start(args);
     let mut c = mount(s.nfs_port, "/", 0, 0).await;
-    let root = c.root_nfs_fh3();
-    let r = c
-        .create(&CREATE3args {
-            where_: diropargs3 {
-                dir: root.clone(),
-                name: filename3(Opaque::borrowed(b"seq.bin")),
-            },
-            how: createhow3::UNCHECKED(sattr3::default()),
-        })
-        .await
-        .expect("rpc");
-    let Nfs3Result::Ok(ok) = r else {
-        panic!("create failed")
-    };
-    let Nfs3Option::Some(fh) = ok.obj else {
-        panic!("no handle")
-    };
+    let fh = create_file(&mut c, "seq.bin").await;
     let blocks: Vec<Vec<u8>> = (0..16).map(|i| noise(MIB, i)).collect();
     let (p0, _) = requests(&s).await;
     let t = Instant::now();
@@ -79,15 +63,7 @@ async fn run(args: &[&str], mib: usize) -> Figures {
             .expect("rpc");
         assert!(matches!(w, Nfs3Result::Ok(_)), "write {i} failed");
     }
-    let r = c
-        .commit(&COMMIT3args {
-            file: fh.clone(),
-            offset: 0,
-            count: 0,
-        })
-        .await
-        .expect("rpc");
-    assert!(matches!(r, Nfs3Result::Ok(_)), "commit failed");
+    commit(&mut c, &fh).await;
     let write_s = t.elapsed().as_secs_f64();
     let (p1, _) = requests(&s).await;
     drop(c);

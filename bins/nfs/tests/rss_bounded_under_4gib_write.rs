@@ -5,7 +5,7 @@
 mod common;
 use cairn_testkit::nfs3_types::nfs3::*;
 use cairn_testkit::nfs3_types::xdr_codec::Opaque;
-use cairn_testkit::{mount, noise};
+use cairn_testkit::{commit, create_file, mount, noise};
 use common::*;
 
 const MIB: usize = 1 << 20;
@@ -41,24 +41,7 @@ async fn writing_4_gib_keeps_rss_under_512_mib() {
     };
     let s = Server::nfs(&store, &extra);
     let mut c = mount(s.nfs_port, "/", 0, 0).await;
-    let root = c.root_nfs_fh3();
-    let r = c
-        .create(&CREATE3args {
-            where_: diropargs3 {
-                dir: root,
-                name: filename3(Opaque::borrowed(b"big")),
-            },
-            how: createhow3::UNCHECKED(sattr3::default()),
-        })
-        .await
-        .expect("rpc");
-    let Nfs3Result::Ok(CREATE3resok {
-        obj: Nfs3Option::Some(fh),
-        ..
-    }) = r
-    else {
-        panic!("create failed")
-    };
+    let fh = create_file(&mut c, "big").await;
     // Distinct data everywhere (no dedup): a fresh block per MiB.
     let mut base = noise(MIB, 1);
     for i in 0..total {
@@ -77,15 +60,7 @@ async fn writing_4_gib_keeps_rss_under_512_mib() {
             .expect("rpc");
         assert!(matches!(w, Nfs3Result::Ok(_)), "write {i} failed");
         if (i + 1) % 256 == 0 || i + 1 == total {
-            let r = c
-                .commit(&COMMIT3args {
-                    file: fh.clone(),
-                    offset: 0,
-                    count: 0,
-                })
-                .await
-                .expect("rpc");
-            assert!(matches!(r, Nfs3Result::Ok(_)), "commit failed");
+            commit(&mut c, &fh).await;
         }
     }
     let peak = peak_rss_mib(s.pid());

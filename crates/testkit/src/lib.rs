@@ -240,6 +240,45 @@ pub async fn mount(port: u16, path: &str, uid: u32, gid: u32) -> Nfs {
         .unwrap_or_else(|e| panic!("mount {path} on port {port}: {e:?}"))
 }
 
+/// Create (UNCHECKED) the file `name` in the export's root: its handle.
+pub async fn create_file(c: &mut Nfs, name: &str) -> nfs3_types::nfs3::nfs_fh3 {
+    use nfs3_types::nfs3::*;
+    use nfs3_types::xdr_codec::Opaque;
+    let root = c.root_nfs_fh3();
+    let r = c
+        .create(&CREATE3args {
+            where_: diropargs3 {
+                dir: root,
+                name: filename3(Opaque::borrowed(name.as_bytes())),
+            },
+            how: createhow3::UNCHECKED(sattr3::default()),
+        })
+        .await
+        .expect("rpc");
+    match r {
+        Nfs3Result::Ok(CREATE3resok {
+            obj: Nfs3Option::Some(fh),
+            ..
+        }) => fh,
+        Nfs3Result::Ok(_) => panic!("create {name}: no handle"),
+        Nfs3Result::Err((s, _)) => panic!("create {name}: {s:?}"),
+    }
+}
+
+/// COMMIT the whole file; panics unless it succeeds.
+pub async fn commit(c: &mut Nfs, fh: &nfs3_types::nfs3::nfs_fh3) {
+    use nfs3_types::nfs3::*;
+    let r = c
+        .commit(&COMMIT3args {
+            file: fh.clone(),
+            offset: 0,
+            count: 0,
+        })
+        .await
+        .expect("rpc");
+    assert!(matches!(r, Nfs3Result::Ok(_)), "commit failed");
+}
+
 /// The handle of `path`'s parent directory and its last component.
 async fn parent_of<'a>(c: &mut Nfs, path: &'a str) -> (nfs3_types::nfs3::nfs_fh3, &'a str) {
     use nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3, filename3};
