@@ -54,6 +54,18 @@ fn test() -> anyhow::Result<()> {
     }
 }
 
+/// The workspace's root directory, read at run time: this binary may have
+/// been built for a clone at another path sharing the target directory.
+fn workspace_root() -> std::path::PathBuf {
+    let xtask = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    );
+    xtask
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or(xtask)
+}
+
 /// The cargo-fuzz targets in `fuzz/`.
 const FUZZ_TARGETS: [&str; 5] = [
     "codec_keys",
@@ -96,12 +108,7 @@ fn fuzz(args: &[String]) -> anyhow::Result<()> {
         run(cargo().args(["install", "--locked", "cargo-fuzz", "--root", &tools]))?;
     }
     let target_dir = format!("{home}/.cache/cairn-fuzz-target");
-    let root = std::path::PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .parent()
-    .ok_or_else(|| anyhow::anyhow!("no workspace root"))?
-    .join("fuzz");
+    let root = workspace_root().join("fuzz");
     for t in FUZZ_TARGETS {
         if only.as_deref().is_some_and(|o| o != t) {
             continue;
@@ -150,15 +157,17 @@ fn main() -> anyhow::Result<()> {
         Some("e2e-kernel") => kernel::e2e_kernel(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("crash") => {
-            // The debug build of the test suite (same features), reused.
+            // Built for the whole workspace with the test features, as the
+            // test suite is: a `-p cairn-nfs` build would unify features
+            // differently and rebuild much of the dependency tree.
             run(cargo()
-                .args(["build", "-p", "cairn-nfs", "--bins"])
+                .args(["build", "--workspace", "--bins", "--examples"])
                 .args(TEST_FEATURES))?;
-            run(cargo()
-                .args(["run", "-p", "cairn-nfs", "--example", "crash"])
-                .args(TEST_FEATURES)
-                .arg("--")
-                .args(&args[1..]))
+            let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+                |_| workspace_root().join("target"),
+                std::path::PathBuf::from,
+            );
+            run(Command::new(target.join("debug/examples/crash")).args(&args[1..]))
         }
         Some("bench-nfs") => {
             run(cargo().args(["build", "--release", "-p", "cairn-nfs", "--bins"]))?;
