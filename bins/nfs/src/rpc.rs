@@ -2,6 +2,7 @@
 //! reply framing. The XDR types come from `nfs3_types`.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use cairn_fs::Creds;
 use nfs3_types::rpc::{
@@ -10,6 +11,7 @@ use nfs3_types::rpc::{
 };
 use nfs3_types::xdr_codec::{Pack, Unpack};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Largest RPC record accepted, in bytes: a 1 MiB WRITE plus headers. A
 /// larger record closes the connection.
@@ -48,8 +50,17 @@ pub enum BadCall {
 }
 
 /// Read one record (all fragments). `Ok(None)` at a clean end of stream.
-pub async fn read_record<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+///
+/// Before each fragment's buffer is allocated, one permit of `budget` per
+/// byte is taken (waiting while the budget is spent elsewhere), so memory
+/// held by calls across all connections stays within it. The permits come
+/// back with the record; dropping them returns the bytes to the budget.
+pub async fn read_record<R: AsyncRead + Unpin>(
+    r: &mut R,
+    budget: &Arc<Semaphore>,
+) -> std::io::Result<Option<(Vec<u8>, Option<OwnedSemaphorePermit>)>> {
     let mut record = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     loop {
         let mut hdr = [0u8; 4];
         match r.read_exact(&mut hdr).await {
@@ -71,11 +82,21 @@ pub async fn read_record<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Opt
                 ),
             ));
         }
+        // `len` is at most MAX_RECORD_BYTES here, so it fits a u32.
+        let permit = budget
+            .clone()
+            .acquire_many_owned(len as u32)
+            .await
+            .map_err(|_| std::io::Error::other("the server is shutting down"))?;
+        match &mut held {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
         let start = record.len();
         record.resize(start + len, 0);
         r.read_exact(&mut record[start..]).await?;
         if last {
-            return Ok(Some(record));
+            return Ok(Some((record, held)));
         }
     }
 }
@@ -232,12 +253,46 @@ mod tests {
         wire.extend_from_slice(b"abc");
         wire.extend_from_slice(&(2u32 | 0x8000_0000).to_be_bytes());
         wire.extend_from_slice(b"de");
+        let budget = Arc::new(Semaphore::new(MAX_RECORD_BYTES));
         let mut r = &wire[..];
-        let rec = read_record(&mut r).await.ok().flatten();
-        assert_eq!(rec.as_deref(), Some(&b"abcde"[..]));
-        assert!(matches!(read_record(&mut r).await, Ok(None)));
+        let (rec, held) = read_record(&mut r, &budget)
+            .await
+            .ok()
+            .flatten()
+            .expect("a record");
+        assert_eq!(rec, b"abcde");
+        assert_eq!(held.map(|p| p.num_permits()), Some(5));
+        assert_eq!(budget.available_permits(), MAX_RECORD_BYTES);
+        assert!(matches!(read_record(&mut r, &budget).await, Ok(None)));
         let huge = ((MAX_RECORD_BYTES as u32 + 1) | 0x8000_0000).to_be_bytes();
         let mut r = &huge[..];
-        assert!(read_record(&mut r).await.is_err());
+        assert!(read_record(&mut r, &budget).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_holds_the_next_record_back() {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&(8u32 | 0x8000_0000).to_be_bytes());
+        wire.extend_from_slice(b"12345678");
+        let budget = Arc::new(Semaphore::new(10));
+        let held_elsewhere = budget.clone().acquire_many_owned(4).await.expect("permits");
+        let mut r = &wire[..];
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            read_record(&mut r, &budget),
+        )
+        .await;
+        assert!(waiting.is_err(), "read a record beyond the budget");
+        drop(held_elsewhere);
+        let mut r = &wire[..];
+        let (rec, held) = read_record(&mut r, &budget)
+            .await
+            .ok()
+            .flatten()
+            .expect("a record once the budget is back");
+        assert_eq!(rec, b"12345678");
+        assert_eq!(budget.available_permits(), 2);
+        drop(held);
+        assert_eq!(budget.available_permits(), 10);
     }
 }

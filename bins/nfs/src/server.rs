@@ -41,7 +41,20 @@ pub struct NfsOptions {
     pub max_in_flight_per_connection: usize,
     /// Connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Calls in flight across all connections; further reads wait.
+    pub max_calls_in_flight: usize,
+    /// Bytes of call records held across all connections, from the moment
+    /// a fragment's length is known (before its buffer is allocated) until
+    /// the call is answered; further reads wait.
+    pub max_request_bytes_in_flight: usize,
 }
+
+/// Default store-wide bound on calls in flight: 64. With replies of at most
+/// 1 MiB (a READ), replies in flight are at most 64 MiB.
+pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 64;
+
+/// Default store-wide bound on call records held: 64 MiB.
+pub const DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT: usize = 64 << 20;
 
 impl Default for NfsOptions {
     fn default() -> Self {
@@ -49,6 +62,8 @@ impl Default for NfsOptions {
             snapdir_visible: false,
             max_in_flight_per_connection: 64,
             max_connections: 256,
+            max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
+            max_request_bytes_in_flight: DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
         }
     }
 }
@@ -115,6 +130,17 @@ impl NfsServer {
     pub async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
         let conns = Arc::new(Semaphore::new(self.options.max_connections));
+        let limits = Limits {
+            per_connection: self.options.max_in_flight_per_connection.max(1),
+            calls: Arc::new(Semaphore::new(self.options.max_calls_in_flight.max(1))),
+            // Never below one whole record, or a maximal call could not be
+            // read at all.
+            bytes: Arc::new(Semaphore::new(
+                self.options
+                    .max_request_bytes_in_flight
+                    .max(rpc::MAX_RECORD_BYTES),
+            )),
+        };
         loop {
             let permit = tokio::select! {
                 p = conns.clone().acquire_owned() => p?,
@@ -134,10 +160,10 @@ impl NfsServer {
             tracing::debug!(%peer, "NFS connection");
             let state = self.state.clone();
             let shutdown = shutdown.clone();
-            let max = self.options.max_in_flight_per_connection;
+            let limits = limits.clone();
             let t = tracker.clone();
             tracker.spawn(async move {
-                if let Err(e) = connection(state, stream, shutdown, max, t).await {
+                if let Err(e) = connection(state, stream, shutdown, limits, t).await {
                     tracing::debug!(%peer, error = %e, "NFS connection closed");
                 }
                 drop(permit);
@@ -150,29 +176,42 @@ impl NfsServer {
     }
 }
 
+/// The bounds on calls in flight, shared by all connections.
+#[derive(Clone)]
+struct Limits {
+    per_connection: usize,
+    calls: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
 async fn connection(
     state: Arc<State>,
     stream: TcpStream,
     shutdown: CancellationToken,
-    max_in_flight: usize,
+    limits: Limits,
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
+    let max_in_flight = limits.per_connection;
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(max_in_flight.max(1));
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(max_in_flight);
     let writer = tokio::spawn(async move {
         while let Some(buf) = rx.recv().await {
             wr.write_all(&buf).await?;
         }
         wr.shutdown().await
     });
-    let slots = Arc::new(Semaphore::new(max_in_flight.max(1)));
+    let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
         let slot = slots.clone().acquire_owned().await?;
-        let record = tokio::select! {
-            r = rpc::read_record(&mut rd) => r,
+        let call = tokio::select! {
+            c = limits.calls.clone().acquire_owned() => c?,
             _ = shutdown.cancelled() => break,
         };
-        let record = match record {
+        let record = tokio::select! {
+            r = rpc::read_record(&mut rd, &limits.bytes) => r,
+            _ = shutdown.cancelled() => break,
+        };
+        let (record, held) = match record {
             Ok(Some(r)) => r,
             Ok(None) => break,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -188,9 +227,11 @@ async fn connection(
         let tx = tx.clone();
         tracker.spawn(async move {
             if let Some(reply) = state.handle(&record).await {
+                drop(record);
+                drop(held);
                 let _ = tx.send(rpc::frame(reply)).await;
             }
-            drop(slot);
+            drop((slot, call));
         });
     }
     drop(tx);

@@ -271,6 +271,42 @@ pub const L0_SST_BYTES: usize = 16 << 20;
 /// is 1 GiB, too much for a server that must stay small under a long write).
 pub const DEFAULT_MAX_UNFLUSHED_BYTES: usize = 64 << 20;
 
+/// Largest SST the compactor writes: 32 MiB. SlateDB builds each output SST
+/// in memory and uploads it with one PUT, so this bounds the compactor's
+/// output buffer (its default, 256 MiB per output and four outputs at once,
+/// was the memory that grew with the data written).
+pub const COMPACTION_SST_BYTES: usize = 32 << 20;
+
+/// Compactions run at once: 2, each a single task (no subcompactions).
+/// With the sizes here a compaction holds about 40 MiB, so the compactor
+/// holds at most about 80 MiB.
+pub const COMPACTIONS: usize = 2;
+
+/// Bytes the compactor reads ahead per input SST: 2 fetches of 1 MiB.
+pub const COMPACTION_FETCH_BYTES: usize = 1 << 20;
+/// Concurrent read-ahead fetches per input SST during compaction.
+pub const COMPACTION_FETCH_TASKS: usize = 2;
+
+/// The compactor's settings: [`COMPACTIONS`] at a time, none split into
+/// concurrent subcompactions, with small output SSTs and read-ahead, so its
+/// memory stays bounded whatever the store's size.
+fn compactor_options() -> slatedb::config::CompactorOptions {
+    let defaults = slatedb::config::CompactorOptions::default();
+    let worker = slatedb::config::CompactionWorkerOptions {
+        max_concurrent_compactions: COMPACTIONS,
+        max_sst_size: COMPACTION_SST_BYTES,
+        max_fetch_tasks: COMPACTION_FETCH_TASKS,
+        bytes_to_fetch: COMPACTION_FETCH_BYTES,
+        max_subcompactions: 1,
+        ..Default::default()
+    };
+    slatedb::config::CompactorOptions {
+        max_concurrent_compactions: COMPACTIONS,
+        worker: Some(worker),
+        ..defaults
+    }
+}
+
 /// Wraps one object store in another.
 pub type WrapFn = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
 
@@ -397,6 +433,7 @@ impl Kv {
             object_store_max_retries: Some(
                 options.max_retries.unwrap_or(DEFAULT_OBJECT_STORE_RETRIES),
             ),
+            compactor_options: Some(compactor_options()),
             ..Default::default()
         };
         let mut builder = Db::builder(path, store)
