@@ -17,7 +17,7 @@ use nfs3_types::rpc::{accept_stat_data, rejected_reply};
 use nfs3_types::xdr_codec::{List, Opaque, Void};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -48,6 +48,10 @@ pub struct NfsOptions {
     /// the call is answered; further reads wait.
     pub max_request_bytes_in_flight: usize,
 }
+
+/// A reply the client has not taken off the socket within this time closes
+/// its connection (and returns what its calls held to the budgets): 30 s.
+pub const REPLY_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Default store-wide bound on calls in flight: 64. With replies of at most
 /// 1 MiB (a READ), replies in flight are at most 64 MiB.
@@ -193,23 +197,47 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let max_in_flight = limits.per_connection;
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(max_in_flight);
-    let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
-            wr.write_all(&buf).await?;
-        }
-        wr.shutdown().await
-    });
+    // A reply travels with its call's store-wide permit, which is returned
+    // once the reply is on the socket: calls in flight and replies waiting
+    // for a slow client count against the same bound.
+    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, OwnedSemaphorePermit)>(max_in_flight);
+    let closed = shutdown.child_token();
+    let writer = {
+        let closed = closed.clone();
+        tokio::spawn(async move {
+            let r = async {
+                while let Some((buf, call)) = rx.recv().await {
+                    tokio::time::timeout(REPLY_WRITE_TIMEOUT, wr.write_all(&buf))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "the client took no reply for {}s",
+                                    REPLY_WRITE_TIMEOUT.as_secs()
+                                ),
+                            )
+                        })??;
+                    drop(call);
+                }
+                wr.shutdown().await
+            }
+            .await;
+            if r.is_err() {
+                closed.cancel();
+            }
+            r
+        })
+    };
     let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
-        let slot = slots.clone().acquire_owned().await?;
-        let call = tokio::select! {
-            c = limits.calls.clone().acquire_owned() => c?,
-            _ = shutdown.cancelled() => break,
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s?,
+            _ = closed.cancelled() => break,
         };
         let record = tokio::select! {
             r = rpc::read_record(&mut rd, &limits.bytes) => r,
-            _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => break,
         };
         let (record, held) = match record {
             Ok(Some(r)) => r,
@@ -223,15 +251,20 @@ async fn connection(
                 break;
             }
         };
+        // Taken once a call has arrived, so idle connections hold none.
+        let call = tokio::select! {
+            c = limits.calls.clone().acquire_owned() => c?,
+            _ = closed.cancelled() => break,
+        };
         let state = state.clone();
         let tx = tx.clone();
         tracker.spawn(async move {
             if let Some(reply) = state.handle(&record).await {
                 drop(record);
                 drop(held);
-                let _ = tx.send(rpc::frame(reply)).await;
+                let _ = tx.send((rpc::frame(reply), call)).await;
             }
-            drop((slot, call));
+            drop(slot);
         });
     }
     drop(tx);
