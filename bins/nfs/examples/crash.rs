@@ -21,7 +21,7 @@ use std::time::Duration;
 use cairn_rpc::pb;
 use cairn_testkit::nfs3_types::nfs3::*;
 use cairn_testkit::nfs3_types::xdr_codec::Opaque;
-use cairn_testkit::{Nfs, Server, mount, noise};
+use cairn_testkit::{Nfs, Server, dirop, mount, noise};
 
 /// Names the workload uses: `f0`..`f9` in the root and in `d/`.
 const NAMES: u64 = 10;
@@ -130,10 +130,7 @@ impl Ctx {
         let r = self
             .c
             .lookup(&LOOKUP3args {
-                what: diropargs3 {
-                    dir,
-                    name: filename3(Opaque::borrowed(name.as_bytes())),
-                },
+                what: dirop(dir, name.as_bytes()),
             })
             .await
             .map_err(|e| self.transport("lookup", e))?;
@@ -217,10 +214,7 @@ impl Ctx {
         let r = self
             .c
             .remove(&REMOVE3args {
-                object: diropargs3 {
-                    dir,
-                    name: filename3(Opaque::borrowed(name.as_bytes())),
-                },
+                object: dirop(dir, name.as_bytes()),
             })
             .await
             .map_err(|e| self.transport("remove", e))?;
@@ -250,10 +244,7 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
             let r = ctx
                 .c
                 .create(&CREATE3args {
-                    where_: diropargs3 {
-                        dir,
-                        name: filename3(Opaque::borrowed(name.as_bytes())),
-                    },
+                    where_: dirop(dir, name.as_bytes()),
                     how: createhow3::UNCHECKED(sattr3 {
                         size: Nfs3Option::Some(0),
                         ..Default::default()
@@ -370,14 +361,8 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
             let r = ctx
                 .c
                 .rename(&RENAME3args {
-                    from: diropargs3 {
-                        dir: fdir,
-                        name: filename3(Opaque::borrowed(fname.as_bytes())),
-                    },
-                    to: diropargs3 {
-                        dir: tdir,
-                        name: filename3(Opaque::borrowed(tname.as_bytes())),
-                    },
+                    from: dirop(fdir, fname.as_bytes()),
+                    to: dirop(tdir, tname.as_bytes()),
                 })
                 .await
                 .map_err(|e| ctx.transport("rename", e))?;
@@ -412,10 +397,7 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
                 .c
                 .link(&LINK3args {
                     file: fh,
-                    link: diropargs3 {
-                        dir,
-                        name: filename3(Opaque::borrowed(name.as_bytes())),
-                    },
+                    link: dirop(dir, name.as_bytes()),
                 })
                 .await
                 .map_err(|e| ctx.transport("link", e))?;
@@ -746,10 +728,7 @@ async fn cycle(store: &str, m: &mut Model, seed: u64, n: u64) -> Result<usize, S
         let _ = ctx
             .c
             .mkdir(&MKDIR3args {
-                where_: diropargs3 {
-                    dir: root,
-                    name: filename3(Opaque::borrowed(b"d")),
-                },
+                where_: dirop(root, b"d"),
                 attributes: sattr3::default(),
             })
             .await;

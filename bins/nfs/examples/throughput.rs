@@ -10,8 +10,7 @@
 use std::time::Instant;
 
 use cairn_testkit::nfs3_types::nfs3::*;
-use cairn_testkit::nfs3_types::xdr_codec::Opaque;
-use cairn_testkit::{Moto, Server, commit, create_file, mount, noise};
+use cairn_testkit::{Moto, Server, commit, create_file, mount, noise, write_unstable};
 
 const MIB: usize = 1 << 20;
 
@@ -51,17 +50,8 @@ async fn run(args: &[&str], mib: usize) -> Figures {
         // Distinct data per MiB: a base block with the index stamped in.
         let mut data = blocks[i % blocks.len()].clone();
         data[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        let w = c
-            .write(&WRITE3args {
-                file: fh.clone(),
-                offset: (i * MIB) as u64,
-                count: MIB as u32,
-                stable: stable_how::UNSTABLE,
-                data: Opaque::borrowed(&data),
-            })
-            .await
-            .expect("rpc");
-        assert!(matches!(w, Nfs3Result::Ok(_)), "write {i} failed");
+        let w = write_unstable(&mut c, &fh, (i * MIB) as u64, &data).await;
+        assert!(w.is_ok(), "write {i} failed");
     }
     commit(&mut c, &fh).await;
     let write_s = t.elapsed().as_secs_f64();

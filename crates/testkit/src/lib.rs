@@ -243,14 +243,10 @@ pub async fn mount(port: u16, path: &str, uid: u32, gid: u32) -> Nfs {
 /// Create (UNCHECKED) the file `name` in the export's root: its handle.
 pub async fn create_file(c: &mut Nfs, name: &str) -> nfs3_types::nfs3::nfs_fh3 {
     use nfs3_types::nfs3::*;
-    use nfs3_types::xdr_codec::Opaque;
     let root = c.root_nfs_fh3();
     let r = c
         .create(&CREATE3args {
-            where_: diropargs3 {
-                dir: root,
-                name: filename3(Opaque::borrowed(name.as_bytes())),
-            },
+            where_: dirop(root, name.as_bytes()),
             how: createhow3::UNCHECKED(sattr3::default()),
         })
         .await
@@ -279,20 +275,40 @@ pub async fn commit(c: &mut Nfs, fh: &nfs3_types::nfs3::nfs_fh3) {
     assert!(matches!(r, Nfs3Result::Ok(_)), "commit failed");
 }
 
+/// An UNSTABLE WRITE of `data` at `offset`; the server's status if it fails.
+pub async fn write_unstable(
+    c: &mut Nfs,
+    fh: &nfs3_types::nfs3::nfs_fh3,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), nfs3_types::nfs3::nfsstat3> {
+    use nfs3_types::nfs3::*;
+    let r = c
+        .write(&WRITE3args {
+            file: fh.clone(),
+            offset,
+            count: data.len() as u32,
+            stable: stable_how::UNSTABLE,
+            data: nfs3_types::xdr_codec::Opaque::borrowed(data),
+        })
+        .await
+        .expect("rpc");
+    match r {
+        Nfs3Result::Ok(_) => Ok(()),
+        Nfs3Result::Err((s, _)) => Err(s),
+    }
+}
+
 /// The handle of `path`'s parent directory and its last component.
 async fn parent_of<'a>(c: &mut Nfs, path: &'a str) -> (nfs3_types::nfs3::nfs_fh3, &'a str) {
-    use nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3, filename3};
-    use nfs3_types::xdr_codec::Opaque;
+    use nfs3_types::nfs3::{LOOKUP3args, Nfs3Result};
     let mut dir = c.root_nfs_fh3();
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     let (last, parents) = parts.split_last().expect("a path");
     for p in parents {
         let r = c
             .lookup(&LOOKUP3args {
-                what: diropargs3 {
-                    dir: dir.clone(),
-                    name: filename3(Opaque::borrowed(p.as_bytes())),
-                },
+                what: dirop(dir.clone(), p.as_bytes()),
             })
             .await
             .expect("rpc");
@@ -322,20 +338,24 @@ where
     })
 }
 
+/// The arguments naming `name` in directory `dir`.
+pub fn dirop(dir: nfs3_types::nfs3::nfs_fh3, name: &[u8]) -> nfs3_types::nfs3::diropargs3<'_> {
+    nfs3_types::nfs3::diropargs3 {
+        dir,
+        name: nfs3_types::nfs3::filename3(nfs3_types::xdr_codec::Opaque::borrowed(name)),
+    }
+}
+
 /// Remove the file at `path` (`/dir/name`) of the default export with
 /// nfs3_client (Debian's libnfs utilities have no `rm`). Blocking.
 pub fn nfs_remove(port: u16, path: &str) {
-    use nfs3_types::nfs3::{Nfs3Result, REMOVE3args, diropargs3, filename3};
-    use nfs3_types::xdr_codec::Opaque;
+    use nfs3_types::nfs3::{Nfs3Result, REMOVE3args};
     block_on(async {
         let mut c = mount(port, "/", 0, 0).await;
         let (dir, last) = parent_of(&mut c, path).await;
         let r = c
             .remove(&REMOVE3args {
-                object: diropargs3 {
-                    dir,
-                    name: filename3(Opaque::borrowed(last.as_bytes())),
-                },
+                object: dirop(dir, last.as_bytes()),
             })
             .await
             .expect("rpc");
@@ -347,17 +367,13 @@ pub fn nfs_remove(port: u16, path: &str) {
 
 /// Make the directory `path` (mode 0755) with nfs3_client. Blocking.
 pub fn nfs_mkdir(port: u16, path: &str) {
-    use nfs3_types::nfs3::{MKDIR3args, Nfs3Option, Nfs3Result, diropargs3, filename3, sattr3};
-    use nfs3_types::xdr_codec::Opaque;
+    use nfs3_types::nfs3::{MKDIR3args, Nfs3Option, Nfs3Result, sattr3};
     block_on(async {
         let mut c = mount(port, "/", 0, 0).await;
         let (dir, last) = parent_of(&mut c, path).await;
         let r = c
             .mkdir(&MKDIR3args {
-                where_: diropargs3 {
-                    dir,
-                    name: filename3(Opaque::borrowed(last.as_bytes())),
-                },
+                where_: dirop(dir, last.as_bytes()),
                 attributes: sattr3 {
                     mode: Nfs3Option::Some(0o755),
                     ..Default::default()

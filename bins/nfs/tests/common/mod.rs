@@ -16,10 +16,7 @@ fn name(n: &[u8]) -> filename3<'_> {
 }
 
 fn dirop<'a>(dir: &nfs_fh3, n: &'a [u8]) -> diropargs3<'a> {
-    diropargs3 {
-        dir: dir.clone(),
-        name: name(n),
-    }
+    cairn_testkit::dirop(dir.clone(), n)
 }
 
 fn check<T, E>(r: Nfs3Result<T, E>) -> R<T> {
