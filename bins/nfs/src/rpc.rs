@@ -3,6 +3,7 @@
 
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_fs::Creds;
 use nfs3_types::rpc::{
@@ -55,21 +56,31 @@ pub enum BadCall {
 /// byte is taken (waiting while the budget is spent elsewhere), so memory
 /// held by calls across all connections stays within it. The permits come
 /// back with the record; dropping them returns the bytes to the budget.
+///
+/// The wait for a record's first byte is unbounded (an idle client is
+/// fine), but once a record has begun, each later read (a fragment's body,
+/// the next fragment's header) must complete within `stall`, or the read
+/// fails with `TimedOut`: a client that announces a fragment and then sends
+/// it slowly cannot hold its share of the budget for long.
 pub async fn read_record<R: AsyncRead + Unpin>(
     r: &mut R,
     budget: &Arc<Semaphore>,
-) -> std::io::Result<Option<(Vec<u8>, Option<OwnedSemaphorePermit>)>> {
+    stall: Duration,
+) -> std::io::Result<Option<(Vec<u8>, OwnedSemaphorePermit)>> {
+    let shutting_down = |_| std::io::Error::other("the server is shutting down");
+    let mut hdr = [0u8; 4];
+    match r.read_exact(&mut hdr).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
     let mut record = Vec::new();
-    let mut held: Option<OwnedSemaphorePermit> = None;
+    let mut held = budget
+        .clone()
+        .acquire_many_owned(0)
+        .await
+        .map_err(shutting_down)?;
     loop {
-        let mut hdr = [0u8; 4];
-        match r.read_exact(&mut hdr).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && record.is_empty() => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        }
         let word = u32::from_be_bytes(hdr);
         let last = word & 0x8000_0000 != 0;
         let len = (word & 0x7fff_ffff) as usize;
@@ -83,22 +94,38 @@ pub async fn read_record<R: AsyncRead + Unpin>(
             ));
         }
         // `len` is at most MAX_RECORD_BYTES here, so it fits a u32.
-        let permit = budget
-            .clone()
-            .acquire_many_owned(len as u32)
-            .await
-            .map_err(|_| std::io::Error::other("the server is shutting down"))?;
-        match &mut held {
-            Some(h) => h.merge(permit),
-            None => held = Some(permit),
-        }
+        held.merge(
+            budget
+                .clone()
+                .acquire_many_owned(len as u32)
+                .await
+                .map_err(shutting_down)?,
+        );
         let start = record.len();
         record.resize(start + len, 0);
-        r.read_exact(&mut record[start..]).await?;
+        within(stall, r.read_exact(&mut record[start..])).await?;
         if last {
             return Ok(Some((record, held)));
         }
+        within(stall, r.read_exact(&mut hdr)).await?;
     }
+}
+
+/// `io` if it completes within `limit`; a `TimedOut` error naming the limit
+/// if not.
+async fn within<T>(
+    limit: Duration,
+    io: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(limit, io).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client sent part of a call and then nothing for {} s",
+                limit.as_secs_f64()
+            ),
+        )
+    })?
 }
 
 /// Frame `msg` as one record.
@@ -246,6 +273,36 @@ mod tests {
         assert!(matches!(parse_call(&rec), Err(BadCall::RpcMismatch(7))));
     }
 
+    const STALL: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_record_that_stalls_midway_times_out_and_returns_its_budget() {
+        let budget = Arc::new(Semaphore::new(MAX_RECORD_BYTES));
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        use tokio::io::AsyncWriteExt;
+        // Announces 100 bytes, sends 10, then nothing (the socket stays open).
+        client
+            .write_all(&(100u32 | 0x8000_0000).to_be_bytes())
+            .await
+            .expect("write");
+        client.write_all(&[7; 10]).await.expect("write");
+        let r = read_record(&mut server, &budget, Duration::from_millis(100)).await;
+        let e = r.err().expect("a stalled record must fail");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        assert_eq!(budget.available_permits(), MAX_RECORD_BYTES);
+        // An idle connection (no record begun) is not timed out.
+        let (_idle_client, mut idle) = tokio::io::duplex(1024);
+        let idle_read = tokio::time::timeout(
+            Duration::from_millis(300),
+            read_record(&mut idle, &budget, Duration::from_millis(100)),
+        )
+        .await;
+        assert!(
+            idle_read.is_err(),
+            "an idle connection was cut: {idle_read:?}"
+        );
+    }
+
     #[tokio::test]
     async fn records_reassemble_and_oversized_ones_fail() {
         let mut wire = Vec::new();
@@ -255,18 +312,21 @@ mod tests {
         wire.extend_from_slice(b"de");
         let budget = Arc::new(Semaphore::new(MAX_RECORD_BYTES));
         let mut r = &wire[..];
-        let (rec, held) = read_record(&mut r, &budget)
+        let (rec, held) = read_record(&mut r, &budget, STALL)
             .await
             .ok()
             .flatten()
             .expect("a record");
         assert_eq!(rec, b"abcde");
-        assert_eq!(held.map(|p| p.num_permits()), Some(5));
+        assert_eq!(held.num_permits(), 5);
         assert_eq!(budget.available_permits(), MAX_RECORD_BYTES);
-        assert!(matches!(read_record(&mut r, &budget).await, Ok(None)));
+        assert!(matches!(
+            read_record(&mut r, &budget, STALL).await,
+            Ok(None)
+        ));
         let huge = ((MAX_RECORD_BYTES as u32 + 1) | 0x8000_0000).to_be_bytes();
         let mut r = &huge[..];
-        assert!(read_record(&mut r, &budget).await.is_err());
+        assert!(read_record(&mut r, &budget, STALL).await.is_err());
     }
 
     #[tokio::test]
@@ -279,13 +339,13 @@ mod tests {
         let mut r = &wire[..];
         let waiting = tokio::time::timeout(
             std::time::Duration::from_millis(50),
-            read_record(&mut r, &budget),
+            read_record(&mut r, &budget, STALL),
         )
         .await;
         assert!(waiting.is_err(), "read a record beyond the budget");
         drop(held_elsewhere);
         let mut r = &wire[..];
-        let (rec, held) = read_record(&mut r, &budget)
+        let (rec, held) = read_record(&mut r, &budget, STALL)
             .await
             .ok()
             .flatten()

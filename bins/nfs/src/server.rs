@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use cairn_engine::Engine;
@@ -16,6 +17,7 @@ use nfs3_types::portmap::{IPPROTO_TCP, mapping};
 use nfs3_types::rpc::{accept_stat_data, rejected_reply};
 use nfs3_types::xdr_codec::{List, Opaque, Void};
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -47,11 +49,23 @@ pub struct NfsOptions {
     /// a fragment's length is known (before its buffer is allocated) until
     /// the call is answered; further reads wait.
     pub max_request_bytes_in_flight: usize,
+    /// A reply the client has not taken off the socket within this time
+    /// closes its connection.
+    pub reply_timeout: Duration,
+    /// Once a call has begun to arrive, each further read of it must
+    /// complete within this time, or its connection is closed.
+    pub call_stall_timeout: Duration,
 }
 
-/// A reply the client has not taken off the socket within this time closes
-/// its connection (and returns what its calls held to the budgets): 30 s.
-pub const REPLY_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default time a client has to take a reply off the socket before its
+/// connection is closed (returning what its calls held to the budgets):
+/// 30 s.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time a client may pause in the middle of sending a call (after
+/// a fragment header, before the rest) before its connection is closed,
+/// returning the bytes announced to the budget: 30 s.
+pub const CALL_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default store-wide bound on calls in flight: 64. With replies of at most
 /// 1 MiB (a READ), replies in flight are at most 64 MiB.
@@ -68,6 +82,8 @@ impl Default for NfsOptions {
             max_connections: 256,
             max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
             max_request_bytes_in_flight: DEFAULT_MAX_REQUEST_BYTES_IN_FLIGHT,
+            reply_timeout: REPLY_WRITE_TIMEOUT,
+            call_stall_timeout: CALL_STALL_TIMEOUT,
         }
     }
 }
@@ -144,6 +160,8 @@ impl NfsServer {
                     .max_request_bytes_in_flight
                     .max(rpc::MAX_RECORD_BYTES),
             )),
+            reply_timeout: self.options.reply_timeout,
+            call_stall_timeout: self.options.call_stall_timeout,
         };
         loop {
             let permit = tokio::select! {
@@ -186,6 +204,8 @@ struct Limits {
     per_connection: usize,
     calls: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
+    reply_timeout: Duration,
+    call_stall_timeout: Duration,
 }
 
 async fn connection(
@@ -196,39 +216,13 @@ async fn connection(
     tracker: TaskTracker,
 ) -> anyhow::Result<()> {
     let max_in_flight = limits.per_connection;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
     // A reply travels with its call's store-wide permit, which is returned
     // once the reply is on the socket: calls in flight and replies waiting
     // for a slow client count against the same bound.
-    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, OwnedSemaphorePermit)>(max_in_flight);
+    let (tx, rx) = mpsc::channel::<(Vec<u8>, OwnedSemaphorePermit)>(max_in_flight);
     let closed = shutdown.child_token();
-    let writer = {
-        let closed = closed.clone();
-        tokio::spawn(async move {
-            let r = async {
-                while let Some((buf, call)) = rx.recv().await {
-                    tokio::time::timeout(REPLY_WRITE_TIMEOUT, wr.write_all(&buf))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!(
-                                    "the client took no reply for {}s",
-                                    REPLY_WRITE_TIMEOUT.as_secs()
-                                ),
-                            )
-                        })??;
-                    drop(call);
-                }
-                wr.shutdown().await
-            }
-            .await;
-            if r.is_err() {
-                closed.cancel();
-            }
-            r
-        })
-    };
+    let writer = tokio::spawn(write_replies(wr, rx, limits.reply_timeout, closed.clone()));
     let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
         let slot = tokio::select! {
@@ -236,7 +230,7 @@ async fn connection(
             _ = closed.cancelled() => break,
         };
         let record = tokio::select! {
-            r = rpc::read_record(&mut rd, &limits.bytes) => r,
+            r = rpc::read_record(&mut rd, &limits.bytes, limits.call_stall_timeout) => r,
             _ = closed.cancelled() => break,
         };
         let (record, held) = match record {
@@ -270,6 +264,36 @@ async fn connection(
     drop(tx);
     writer.await??;
     Ok(())
+}
+
+/// Write replies in order; a reply not taken within `timeout` fails the
+/// connection. The call's permit is returned once its reply is on the
+/// socket. On failure, `closed` stops the connection's reader.
+async fn write_replies(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<(Vec<u8>, OwnedSemaphorePermit)>,
+    timeout: Duration,
+    closed: CancellationToken,
+) -> std::io::Result<()> {
+    let r = async {
+        while let Some((buf, call)) = rx.recv().await {
+            tokio::time::timeout(timeout, wr.write_all(&buf))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the client took no reply for {} s", timeout.as_secs_f64()),
+                    )
+                })??;
+            drop(call);
+        }
+        wr.shutdown().await
+    }
+    .await;
+    if r.is_err() {
+        closed.cancel();
+    }
+    r
 }
 
 impl State {

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
@@ -303,7 +304,56 @@ fn compactor_options() -> slatedb::config::CompactorOptions {
     slatedb::config::CompactorOptions {
         max_concurrent_compactions: COMPACTIONS,
         worker: Some(worker),
+        checkpoint_lifetime: COMPACTION_CHECKPOINT_LIFETIME,
         ..defaults
+    }
+}
+
+/// How long the compactor keeps the SSTs a compaction replaced (through a
+/// checkpoint), for scans that were reading them: 15 s. SlateDB's default,
+/// 15 min, kept several times the data written on disk during a long
+/// write. Our scans reopen themselves well before this
+/// ([`ITER_REOPEN_AFTER`]), so none reads a file older than this.
+pub const COMPACTION_CHECKPOINT_LIFETIME: Duration = Duration::from_secs(15);
+
+/// How often SlateDB's garbage collector deletes files nothing references
+/// any more (WAL SSTs already in level 0, SSTs a compaction replaced once
+/// their checkpoint expired, old manifests): every 10 s (SlateDB: 10 min).
+pub const GC_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Age a WAL SST must reach before it is collected: 10 s. Only this
+/// process reads the WAL, and only at open.
+pub const GC_WAL_MIN_AGE: Duration = Duration::from_secs(10);
+
+/// Age a compacted SST, manifest or compaction record must reach before it
+/// is collected: 10 s (SlateDB: 5 min). Files a reader may still need are
+/// kept by [`COMPACTION_CHECKPOINT_LIFETIME`], not by age.
+pub const GC_MIN_AGE: Duration = Duration::from_secs(10);
+
+/// A scan older than this reopens itself after the last key it returned:
+/// 5 s, a third of [`COMPACTION_CHECKPOINT_LIFETIME`], so a long scan
+/// (fsck, gc) never reads an SST the garbage collector may have deleted.
+/// Within this time a scan sees one consistent state; a longer one may
+/// also see what was committed after it started.
+pub const ITER_REOPEN_AFTER: Duration = Duration::from_secs(5);
+
+/// The garbage collector's settings. On a local directory, SlateDB's
+/// manifest "boundary" files need a conditional overwrite the local file
+/// system cannot do, so they are off there: they guard against a second
+/// writer, which the directory's lock file already refuses.
+fn gc_options(local: bool) -> slatedb::config::GarbageCollectorOptions {
+    let dir = |min_age| slatedb::config::GarbageCollectorDirectoryOptions {
+        interval: Some(GC_INTERVAL),
+        min_age,
+        dry_run: false,
+    };
+    slatedb::config::GarbageCollectorOptions {
+        manifest_options: Some(dir(GC_MIN_AGE)),
+        wal_options: Some(dir(GC_WAL_MIN_AGE)),
+        compacted_options: Some(dir(GC_MIN_AGE)),
+        compactions_options: Some(dir(GC_MIN_AGE)),
+        boundary_files_enabled: !local,
+        ..Default::default()
     }
 }
 
@@ -434,6 +484,7 @@ impl Kv {
                 options.max_retries.unwrap_or(DEFAULT_OBJECT_STORE_RETRIES),
             ),
             compactor_options: Some(compactor_options()),
+            garbage_collector_options: Some(gc_options(matches!(url.kind, StoreKind::Local(_)))),
             ..Default::default()
         };
         let mut builder = Db::builder(path, store)
@@ -499,16 +550,32 @@ impl Kv {
         if start >= end {
             return Ok(KvIter { inner: None });
         }
-        let range = (
-            Bound::Included(Bytes::copy_from_slice(start)),
-            Bound::Excluded(Bytes::copy_from_slice(end)),
-        );
-        let inner = self
+        self.iter_reopening(start, end, ITER_REOPEN_AFTER).await
+    }
+
+    async fn iter_reopening(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reopen_after: Duration,
+    ) -> Result<KvIter> {
+        let from = Bound::Included(Bytes::copy_from_slice(start));
+        let end = Bytes::copy_from_slice(end);
+        let iter = self
             .db
-            .scan(range)
+            .scan((from.clone(), Bound::Excluded(end.clone())))
             .await
             .map_err(|e| self.slate_err(e, "scanning"))?;
-        Ok(KvIter { inner: Some(inner) })
+        Ok(KvIter {
+            inner: Some(OpenScan {
+                db: self.db.clone(),
+                iter,
+                from,
+                end,
+                opened: Instant::now(),
+                reopen_after,
+            }),
+        })
     }
 
     /// Start a transaction: reads see its own writes; commit writes one batch.
@@ -640,23 +707,48 @@ fn counter_sum(key: &[u8], base: Option<&Bytes>, delta: u64) -> Result<Bytes> {
     Ok(Bytes::copy_from_slice(&sum.to_be_bytes()))
 }
 
-/// A streaming range iterator.
+/// A streaming range iterator. It reopens itself after the last key it
+/// returned once it is [`ITER_REOPEN_AFTER`] old, so it never outlives the
+/// files it reads.
 pub struct KvIter {
     /// `None` for an empty range.
-    inner: Option<slatedb::DbIterator>,
+    inner: Option<OpenScan>,
+}
+
+struct OpenScan {
+    db: Db,
+    iter: slatedb::DbIterator,
+    /// Where a reopened scan starts: the range's start, then just after
+    /// the last key returned.
+    from: Bound<Bytes>,
+    end: Bytes,
+    opened: Instant,
+    reopen_after: Duration,
 }
 
 impl KvIter {
     /// The next entry, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<Entry>> {
-        let Some(inner) = &mut self.inner else {
+        let Some(scan) = &mut self.inner else {
             return Ok(None);
         };
-        Ok(inner
+        if scan.opened.elapsed() >= scan.reopen_after {
+            scan.iter = scan
+                .db
+                .scan((scan.from.clone(), Bound::Excluded(scan.end.clone())))
+                .await
+                .map_err(|e| KvError::from_slate(e, "reopening a scan"))?;
+            scan.opened = Instant::now();
+        }
+        let next = scan
+            .iter
             .next()
             .await
-            .map_err(|e| KvError::from_slate(e, "scanning"))?
-            .map(|kv| (kv.key, kv.value)))
+            .map_err(|e| KvError::from_slate(e, "scanning"))?;
+        Ok(next.map(|kv| {
+            scan.from = Bound::Excluded(kv.key.clone());
+            (kv.key, kv.value)
+        }))
     }
 }
 
@@ -939,6 +1031,38 @@ mod tests {
         let mut want = vec!["k050a".to_string()];
         want.extend((90..100).map(|i| format!("k{i:03}")));
         assert_eq!(keys, want);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_reopening_scan_resumes_after_its_last_key() -> Result<()> {
+        let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let key = |i: u32| format!("k{i:04}").into_bytes();
+        let mut t = kv.txn();
+        for i in (0..200).step_by(2) {
+            t.put(key(i), i.to_be_bytes().to_vec());
+        }
+        t.commit().await?;
+        // Reopens before every entry.
+        let mut it = kv.iter_reopening(b"k", b"l", Duration::ZERO).await?;
+        let mut seen = Vec::new();
+        while let Some((k, _)) = it.next().await? {
+            seen.push(String::from_utf8_lossy(&k).into_owned());
+            if seen.len() == 50 {
+                // Committed mid-scan: one key behind the cursor, one ahead.
+                let mut t = kv.txn();
+                t.put(key(1), vec![]);
+                t.put(key(151), vec![]);
+                t.commit().await?;
+            }
+        }
+        let mut want: Vec<String> = (0..200).step_by(2).map(|i| format!("k{i:04}")).collect();
+        want.push("k0151".into());
+        want.sort();
+        assert_eq!(
+            seen, want,
+            "each key once, in order, none behind the cursor"
+        );
         Ok(())
     }
 
