@@ -319,6 +319,7 @@ mod tests {
             .expect("a record");
         assert_eq!(rec, b"abcde");
         assert_eq!(held.num_permits(), 5);
+        drop(held);
         assert_eq!(budget.available_permits(), MAX_RECORD_BYTES);
         assert!(matches!(
             read_record(&mut r, &budget, STALL).await,
