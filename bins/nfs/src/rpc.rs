@@ -287,7 +287,7 @@ mod tests {
             .expect("write");
         client.write_all(&[7; 10]).await.expect("write");
         let r = read_record(&mut server, &budget, Duration::from_millis(100)).await;
-        let e = r.err().expect("a stalled record must fail");
+        let e = r.expect_err("a stalled record must fail");
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
         assert_eq!(budget.available_permits(), MAX_RECORD_BYTES);
         // An idle connection (no record begun) is not timed out.

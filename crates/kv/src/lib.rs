@@ -3,10 +3,13 @@
 //! Owns: opening a store from a URL (`file:///dir`, a plain directory path,
 //! `memory://`, `s3://bucket/prefix` and the other schemes `object_store`
 //! parses), the transaction overlay that turns one filesystem operation into
-//! one atomic SlateDB `WriteBatch`, merged streaming range scans, blind
+//! one atomic SlateDB `WriteBatch`, merged streaming range scans (which
+//! reopen themselves before the files they read can be collected), blind
 //! additions to counters (a SlateDB merge operator, so an increment costs no
 //! read), the durability barrier, and poisoning: after a failed write or
-//! flush the store refuses writes rather than continue on unknown state.
+//! flush the store refuses writes rather than continue on unknown state;
+//! SlateDB's compactor and garbage collector settings, which bound the
+//! memory and disk a long write uses.
 //!
 //! Must never know: what the keys mean (inodes, chunks, datasets), paths, NFS
 //! or protobuf. It is the only crate that names SlateDB types.
