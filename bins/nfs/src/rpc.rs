@@ -103,30 +103,31 @@ pub async fn read_record<R: AsyncRead + Unpin>(
         );
         let start = record.len();
         record.resize(start + len, 0);
-        within(stall, r.read_exact(&mut record[start..])).await?;
+        within(stall, STALLED, r.read_exact(&mut record[start..])).await?;
         if last {
             return Ok(Some((record, held)));
         }
-        within(stall, r.read_exact(&mut hdr)).await?;
+        within(stall, STALLED, r.read_exact(&mut hdr)).await?;
     }
 }
 
-/// `io` if it completes within `limit`; a `TimedOut` error naming the limit
-/// if not.
-async fn within<T>(
+/// `io` if it completes within `limit`; otherwise a `TimedOut` error saying
+/// what the client did not do (`what`) for how long.
+pub(crate) async fn within<T>(
     limit: Duration,
+    what: &str,
     io: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
     tokio::time::timeout(limit, io).await.map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::TimedOut,
-            format!(
-                "the client sent part of a call and then nothing for {} s",
-                limit.as_secs_f64()
-            ),
+            format!("{what} for {} s", limit.as_secs_f64()),
         )
     })?
 }
+
+/// What a stalled call's client did not do, for [`within`].
+const STALLED: &str = "the client sent part of a call and then nothing";
 
 /// Frame `msg` as one record.
 pub fn frame(mut msg: Vec<u8>) -> Vec<u8> {

@@ -277,14 +277,7 @@ async fn write_replies(
 ) -> std::io::Result<()> {
     let r = async {
         while let Some((buf, call)) = rx.recv().await {
-            tokio::time::timeout(timeout, wr.write_all(&buf))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("the client took no reply for {} s", timeout.as_secs_f64()),
-                    )
-                })??;
+            rpc::within(timeout, "the client took no reply", wr.write_all(&buf)).await?;
             drop(call);
         }
         wr.shutdown().await

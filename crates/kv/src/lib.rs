@@ -564,9 +564,7 @@ impl Kv {
     ) -> Result<KvIter> {
         let from = Bound::Included(Bytes::copy_from_slice(start));
         let end = Bytes::copy_from_slice(end);
-        let iter = self
-            .db
-            .scan((from.clone(), Bound::Excluded(end.clone())))
+        let iter = scan_from(&self.db, &from, &end)
             .await
             .map_err(|e| self.slate_err(e, "scanning"))?;
         Ok(KvIter {
@@ -729,6 +727,15 @@ struct OpenScan {
     reopen_after: Duration,
 }
 
+/// A SlateDB scan of `from` up to (not including) `end`.
+async fn scan_from(
+    db: &Db,
+    from: &Bound<Bytes>,
+    end: &Bytes,
+) -> std::result::Result<slatedb::DbIterator, slatedb::Error> {
+    db.scan((from.clone(), Bound::Excluded(end.clone()))).await
+}
+
 impl KvIter {
     /// The next entry, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<Entry>> {
@@ -736,9 +743,7 @@ impl KvIter {
             return Ok(None);
         };
         if scan.opened.elapsed() >= scan.reopen_after {
-            scan.iter = scan
-                .db
-                .scan((scan.from.clone(), Bound::Excluded(scan.end.clone())))
+            scan.iter = scan_from(&scan.db, &scan.from, &scan.end)
                 .await
                 .map_err(|e| KvError::from_slate(e, "reopening a scan"))?;
             scan.opened = Instant::now();
