@@ -385,15 +385,16 @@ impl Out {
         if self.json {
             return self.print_json(&json!({
                 "clean": r.clean, "inodes": r.inodes, "dirents": r.dirents,
-                "extents": r.extents, "chunks": r.chunks,
+                "extents": r.extents, "maps": r.maps, "chunks": r.chunks,
                 "problems": r.problems.iter().map(|p| json!({"class": p.class, "detail": p.detail})).collect::<Vec<_>>(),
             }));
         }
         println!(
-            "checked {} inodes, {} entries, {} extents, {} chunks: {}",
+            "checked {} inodes, {} entries, {} extents, {} maps, {} chunks: {}",
             r.inodes,
             r.dirents,
             r.extents,
+            r.maps,
             r.chunks,
             if r.clean {
                 "clean".to_string()
@@ -409,15 +410,16 @@ impl Out {
     pub fn gc(&self, r: &pb::GcResponse) {
         self.done(
             &format!(
-                "examined {} chunks: swept {} ({} freed), corrected {} refcount(s)",
+                "examined {} chunks: swept {} ({} freed) and {} extent map(s), corrected {} refcount(s)",
                 r.chunks,
                 r.swept,
                 size(r.freed_bytes),
+                r.swept_maps,
                 r.fixed_refcounts
             ),
             json!({
                 "chunks": r.chunks, "swept": r.swept, "freed_bytes": r.freed_bytes,
-                "fixed_refcounts": r.fixed_refcounts,
+                "swept_maps": r.swept_maps, "fixed_refcounts": r.fixed_refcounts,
             }),
         );
     }

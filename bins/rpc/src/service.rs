@@ -451,6 +451,7 @@ impl Admin for Service {
             inodes: r.inodes,
             dirents: r.dirents,
             extents: r.extents,
+            maps: r.maps,
             chunks: r.chunks,
             problems: r
                 .problems
@@ -470,6 +471,7 @@ impl Admin for Service {
             swept: r.swept,
             freed_bytes: r.freed_bytes,
             fixed_refcounts: r.fixed_refcounts,
+            swept_maps: r.swept_maps,
         }))
     }
 }

@@ -1,19 +1,26 @@
 //! Content-addressed chunk store with exact refcounts.
 //!
 //! Owns: chunk bytes keyed by the BLAKE3 hash of their plaintext, compressed
-//! with LZ4 when that helps, verified against the hash on every read; one
-//! refcount per chunk; store-wide chunk statistics. Refcount changes are
-//! collected in a [`Pending`] set and applied inside the caller's transaction,
-//! so a chunk's count changes in the same atomic batch as the extent records
-//! that name it. A chunk whose count reaches zero is deleted in that batch.
+//! with LZ4 when that helps, verified against the hash on every read; extent
+//! maps (lists of chunk addresses, [`ExtentMap`]) keyed by the hash of their
+//! encoding, verified the same way; one refcount per chunk and per map;
+//! store-wide chunk statistics.
+//!
+//! Two levels of references: extent records name maps, maps name chunks.
+//! refcount(map) == number of extent records naming it (the caller's
+//! business); refcount(chunk) == number of slots of stored maps naming it
+//! (kept here: storing a map adds one to each of its chunks, deleting it takes
+//! one away). Changes are collected in a [`Pending`] set and applied inside
+//! the caller's transaction, so counts change in the same atomic batch as the
+//! records that name them; whatever reaches zero is deleted in that batch.
 //!
 //! Must never know: paths, inodes, datasets, snapshots, NFS or protobuf. It
-//! sees hashes and bytes only.
+//! sees hashes, maps and bytes only.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use cairn_codec::{ChunkHash, Key, KeyPrefix, decode_u64, encode_u64};
+use cairn_codec::{ChunkHash, ExtentMap, Key, KeyPrefix, decode_u64, encode_u64};
 use cairn_kv::{Kv, KvError, Txn};
 
 pub use cairn_codec::ChunkHash as Hash;
@@ -121,6 +128,37 @@ pub async fn refcount(kv: &Kv, hash: &ChunkHash) -> Result<u64> {
     }
 }
 
+/// Read and verify one extent map.
+pub async fn read_map(kv: &Kv, hash: &ChunkHash) -> Result<ExtentMap> {
+    match kv.get(&Key::Map(*hash).encode()).await? {
+        Some(stored) => decode_map(hash, &stored),
+        None => Err(corrupt_map(hash, "referenced map is missing")),
+    }
+}
+
+/// Decode stored map bytes and verify them against `hash`.
+pub fn decode_map(hash: &ChunkHash, stored: &[u8]) -> Result<ExtentMap> {
+    if ChunkHash::of(stored) != *hash {
+        return Err(corrupt_map(hash, "content does not match its hash"));
+    }
+    ExtentMap::decode(stored).map_err(|e| corrupt_map(hash, e.to_string()))
+}
+
+fn corrupt_map(hash: &ChunkHash, reason: impl Into<String>) -> CasError {
+    CasError::Corrupt {
+        hash: format!("map {}", hash.to_hex()),
+        reason: reason.into(),
+    }
+}
+
+/// Read an extent map's refcount (0 if it has none).
+pub async fn map_refcount(kv: &Kv, hash: &ChunkHash) -> Result<u64> {
+    match kv.get(&Key::MapRef(*hash).encode()).await? {
+        Some(v) => decode_u64(&v).map_err(|e| corrupt_map(hash, format!("refcount: {e}"))),
+        None => Ok(0),
+    }
+}
+
 /// Store-wide chunk statistics, kept exact in the same batches as refcounts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChunkStats {
@@ -158,22 +196,18 @@ pub async fn stats(kv: &Kv) -> Result<ChunkStats> {
     }
 }
 
-/// Refcount changes and new chunk contents collected during one operation,
-/// applied with [`Pending::apply`] into its transaction.
+/// Refcount changes, new chunk contents and new maps collected during one
+/// operation, applied with [`Pending::apply`] into its transaction.
+#[derive(Default)]
 pub struct Pending {
-    deltas: HashMap<ChunkHash, i64>,
+    /// Map refcount deltas.
+    maps: HashMap<ChunkHash, i64>,
+    /// New maps, stored if their count leaves zero.
+    staged_maps: HashMap<ChunkHash, ExtentMap>,
+    /// New chunk contents, stored if a stored map comes to name them.
     staged: HashMap<ChunkHash, Bytes>,
-    compress: bool,
-}
-
-impl Default for Pending {
-    fn default() -> Self {
-        Self {
-            deltas: HashMap::new(),
-            staged: HashMap::new(),
-            compress: true,
-        }
-    }
+    /// Store chunks as they are (no LZ4 attempt).
+    raw: bool,
 }
 
 impl Pending {
@@ -187,24 +221,17 @@ impl Pending {
     /// compressed where that saves space if `compress`.
     pub fn with_compression(compress: bool) -> Self {
         Self {
-            compress,
+            raw: !compress,
             ..Self::default()
         }
     }
 
-    /// Reference a chunk with this content (storing it if it is new).
-    /// Returns its address.
-    pub fn put(&mut self, data: Bytes) -> ChunkHash {
+    /// Stage chunk content (stored only if a map stored in this set names
+    /// it and it is not stored yet). Returns its address.
+    pub fn stage(&mut self, data: Bytes) -> ChunkHash {
         let hash = ChunkHash::of(&data);
-        self.put_hashed(hash, data);
-        hash
-    }
-
-    /// Like [`Pending::put`] when the hash is already known.
-    pub fn put_hashed(&mut self, hash: ChunkHash, data: Bytes) {
-        debug_assert_eq!(ChunkHash::of(&data), hash);
         self.staged.entry(hash).or_insert(data);
-        *self.deltas.entry(hash).or_default() += 1;
+        hash
     }
 
     /// Content staged in this set under `hash` (not yet in the store).
@@ -212,30 +239,77 @@ impl Pending {
         self.staged.get(hash).cloned()
     }
 
-    /// Add a reference to a chunk that is already stored and referenced (a
-    /// restore copying an extent record that keeps naming it). Applied as a
-    /// blind counter addition: no read of the refcount.
-    pub fn incref(&mut self, hash: ChunkHash) {
-        *self.deltas.entry(hash).or_default() += 1;
+    /// Reference a map with these slots (storing it if it is new; its
+    /// chunks must be stored or staged). `map` must be canonical
+    /// ([`ExtentMap::trim`]). Returns its address.
+    pub fn put_map(&mut self, map: ExtentMap) -> ChunkHash {
+        let hash = map.hash();
+        self.staged_maps.entry(hash).or_insert(map);
+        *self.maps.entry(hash).or_default() += 1;
+        hash
     }
 
-    /// Drop a reference.
-    pub fn decref(&mut self, hash: ChunkHash) {
-        *self.deltas.entry(hash).or_default() -= 1;
+    /// Add a reference to a map that is already stored and referenced (a
+    /// restore or promote copying an extent record that keeps naming it).
+    /// Applied as a blind counter addition: no read of the refcount.
+    pub fn incref_map(&mut self, hash: ChunkHash) {
+        *self.maps.entry(hash).or_default() += 1;
+    }
+
+    /// Drop a reference to a map.
+    pub fn decref_map(&mut self, hash: ChunkHash) {
+        *self.maps.entry(hash).or_default() -= 1;
     }
 
     /// Whether there is nothing to apply.
     pub fn is_empty(&self) -> bool {
-        self.deltas.values().all(|d| *d == 0)
+        self.maps.values().all(|d| *d == 0)
     }
 
-    /// Write the refcount changes, new chunks and deletions of chunks that
-    /// reach zero into `txn`. Fails (writing nothing) if a count would go
-    /// negative or a new chunk's content was not staged: both are bugs or
-    /// corruption, never input errors.
+    /// Write the refcount changes, new maps and chunks, and deletions of
+    /// whatever reaches zero into `txn`. Fails (leaving `txn` to be
+    /// dropped) if a count would go negative, a new map was not staged or a
+    /// new chunk's content was not: bugs or corruption, never input errors.
     pub async fn apply(self, txn: &mut Txn<'_>) -> Result<()> {
         if self.is_empty() {
             return Ok(());
+        }
+        // Maps first: storing one references its chunks, deleting one
+        // releases them.
+        let mut chunks: HashMap<ChunkHash, i64> = HashMap::new();
+        for (hash, delta) in &self.maps {
+            let blind = !self.staged_maps.contains_key(hash);
+            let Some(change) = apply_count(txn, Key::MapRef(*hash), *delta, blind, |r| {
+                corrupt_map(hash, r)
+            })
+            .await?
+            else {
+                continue;
+            };
+            let map_key = Key::Map(*hash).encode();
+            let (map, sign) = match change {
+                Change::Created => {
+                    let Some(map) = self.staged_maps.get(hash) else {
+                        return Err(corrupt_map(hash, "referenced before it was stored"));
+                    };
+                    txn.put(map_key, map.encode());
+                    (map.clone(), 1)
+                }
+                Change::Freed => {
+                    let map = match self.staged_maps.get(hash) {
+                        Some(m) => m.clone(),
+                        None => match txn.get(&map_key).await? {
+                            Some(stored) => decode_map(hash, &stored)?,
+                            None => return Err(corrupt_map(hash, "freed map is missing")),
+                        },
+                    };
+                    txn.delete(map_key);
+                    (map, -1)
+                }
+            };
+            for (_, c) in map.chunks() {
+                *chunks.entry(c.hash).or_default() += sign;
+            }
         }
         let stats_key = Key::Meta(STATS_KEY.to_vec()).encode();
         let mut st = match txn.get(&stats_key).await? {
@@ -246,68 +320,95 @@ impl Pending {
             None => ChunkStats::default(),
         };
         let mut changed = false;
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        for (hash, delta) in &self.deltas {
-            if *delta == 0 {
+        for (hash, delta) in &chunks {
+            // A chunk gaining references without staged content is named by
+            // a map already stored (its slot was kept): it stays, so the
+            // count is added to blindly.
+            let blind = !self.staged.contains_key(hash);
+            let Some(change) =
+                apply_count(txn, Key::Ref(*hash), *delta, blind, |r| corrupt(hash, r)).await?
+            else {
                 continue;
-            }
-            let ref_key = Key::Ref(*hash).encode();
-            if *delta > 0 && !self.staged.contains_key(hash) {
-                // Only references to stored chunks were added (`incref`'s
-                // contract): the chunk exists and stays, so the count is
-                // added to without reading it.
-                txn.add(ref_key, delta.unsigned_abs())?;
-                continue;
-            }
-            let old = match txn.get(&ref_key).await? {
-                Some(v) => decode_u64(&v).map_err(|e| corrupt(hash, format!("refcount: {e}")))?,
-                None => 0,
             };
-            let new = old as i128 + *delta as i128;
-            if new < 0 {
-                return Err(corrupt(
-                    hash,
-                    format!("refcount would go negative ({old} {delta:+})"),
-                ));
-            }
             let chunk_key = Key::Chunk(*hash).encode();
-            if old == 0 && new > 0 {
-                let Some(data) = self.staged.get(hash) else {
-                    return Err(corrupt(hash, "referenced before it was stored"));
-                };
-                let stored = encode_chunk_as(data, self.compress);
-                st.chunks += 1;
-                st.stored_bytes += stored.len() as u64;
-                st.plain_bytes += data.len() as u64;
-                writes.push((chunk_key, Some(stored)));
-                changed = true;
-            } else if old > 0 && new == 0 {
-                if let Some(stored) = txn.get(&chunk_key).await? {
-                    st.chunks = st.chunks.saturating_sub(1);
-                    st.stored_bytes = st.stored_bytes.saturating_sub(stored.len() as u64);
-                    let plain = chunk_plain_len(&stored);
-                    st.plain_bytes = st.plain_bytes.saturating_sub(plain);
+            match change {
+                Change::Created => {
+                    let Some(data) = self.staged.get(hash) else {
+                        return Err(corrupt(hash, "referenced before it was stored"));
+                    };
+                    let stored = encode_chunk_as(data, !self.raw);
+                    st.chunks += 1;
+                    st.stored_bytes += stored.len() as u64;
+                    st.plain_bytes += data.len() as u64;
+                    txn.put(chunk_key, stored);
                 }
-                writes.push((chunk_key, None));
-                changed = true;
+                Change::Freed => {
+                    if let Some(stored) = txn.get(&chunk_key).await? {
+                        st.chunks = st.chunks.saturating_sub(1);
+                        st.stored_bytes = st.stored_bytes.saturating_sub(stored.len() as u64);
+                        let plain = chunk_plain_len(&stored);
+                        st.plain_bytes = st.plain_bytes.saturating_sub(plain);
+                    }
+                    txn.delete(chunk_key);
+                }
             }
-            if new == 0 {
-                writes.push((ref_key, None));
-            } else {
-                writes.push((ref_key, Some(encode_u64(new as u64))));
-            }
-        }
-        for (k, v) in writes {
-            match v {
-                Some(v) => txn.put(k, v),
-                None => txn.delete(k),
-            }
+            changed = true;
         }
         if changed {
             txn.put(stats_key, st.encode());
         }
         Ok(())
     }
+}
+
+/// What a count change did to the counted object.
+enum Change {
+    /// The count left zero: store the object.
+    Created,
+    /// The count reached zero: delete the object.
+    Freed,
+}
+
+/// Add `delta` to the counter at `key`. A positive delta is added without
+/// reading the count if `blind` (the object is known to be stored and
+/// referenced); otherwise the count is read and written back. Returns the
+/// object's fate when its count leaves or reaches zero; `corrupt` makes the
+/// error if the count would go negative or does not decode.
+async fn apply_count(
+    txn: &mut Txn<'_>,
+    key: Key,
+    delta: i64,
+    blind: bool,
+    corrupt: impl Fn(String) -> CasError,
+) -> Result<Option<Change>> {
+    if delta == 0 {
+        return Ok(None);
+    }
+    let key = key.encode();
+    if delta > 0 && blind {
+        txn.add(key, delta.unsigned_abs())?;
+        return Ok(None);
+    }
+    let old = match txn.get(&key).await? {
+        Some(v) => decode_u64(&v).map_err(|e| corrupt(format!("refcount: {e}")))?,
+        None => 0,
+    };
+    let new = old as i128 + delta as i128;
+    if new < 0 {
+        return Err(corrupt(format!(
+            "refcount would go negative ({old} {delta:+})"
+        )));
+    }
+    if new == 0 {
+        txn.delete(key);
+    } else {
+        txn.put(key, encode_u64(new as u64));
+    }
+    Ok(match (old, new) {
+        (0, n) if n > 0 => Some(Change::Created),
+        (o, 0) if o > 0 => Some(Change::Freed),
+        _ => None,
+    })
 }
 
 /// Replace the store-wide statistics (gc recomputes them from the chunks).
@@ -326,44 +427,83 @@ pub fn chunk_plain_len(stored: &[u8]) -> u64 {
     }
 }
 
-/// Every chunk's refcount, for fsck: `(hash, refcount)` in hash order.
-pub async fn all_refcounts(kv: &Kv) -> Result<Vec<(ChunkHash, u64)>> {
-    let (start, end) = Key::prefix_range(KeyPrefix::Ref);
-    let mut it = kv.iter(&start, &end).await?;
-    let mut out = Vec::new();
-    while let Some((k, v)) = it.next().await? {
-        let Ok(Key::Ref(h)) = Key::decode(&k) else {
-            return Err(CasError::Corrupt {
-                hash: "-".into(),
-                reason: format!("undecodable refcount key {k:?}"),
-            });
-        };
-        let n = decode_u64(&v).map_err(|e| corrupt(&h, format!("refcount: {e}")))?;
-        out.push((h, n));
-    }
-    Ok(out)
+/// The two kinds of content-addressed objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Extent maps, referenced by extent records.
+    Maps,
+    /// Chunks, referenced by map slots.
+    Chunks,
 }
 
-/// Every stored chunk's hash and stored bytes, for fsck and gc.
-pub async fn all_chunks(kv: &Kv) -> Result<Vec<(ChunkHash, Bytes)>> {
-    let (start, end) = Key::prefix_range(KeyPrefix::Chunk);
+impl Level {
+    fn prefixes(self) -> (KeyPrefix, KeyPrefix) {
+        match self {
+            Level::Maps => (KeyPrefix::Map, KeyPrefix::MapRef),
+            Level::Chunks => (KeyPrefix::Chunk, KeyPrefix::Ref),
+        }
+    }
+
+    /// The key of an object of this level.
+    pub fn object_key(self, h: ChunkHash) -> Vec<u8> {
+        match self {
+            Level::Maps => Key::Map(h).encode(),
+            Level::Chunks => Key::Chunk(h).encode(),
+        }
+    }
+
+    /// The key of an object's refcount.
+    pub fn count_key(self, h: ChunkHash) -> Vec<u8> {
+        match self {
+            Level::Maps => Key::MapRef(h).encode(),
+            Level::Chunks => Key::Ref(h).encode(),
+        }
+    }
+}
+
+/// Every `(hash, value)` under one prefix whose keys are 32-byte hashes.
+async fn all_under(kv: &Kv, prefix: KeyPrefix) -> Result<Vec<(ChunkHash, Bytes)>> {
+    let (start, end) = Key::prefix_range(prefix);
     let mut it = kv.iter(&start, &end).await?;
     let mut out = Vec::new();
     while let Some((k, v)) = it.next().await? {
-        let Ok(Key::Chunk(h)) = Key::decode(&k) else {
-            return Err(CasError::Corrupt {
-                hash: "-".into(),
-                reason: format!("undecodable chunk key {k:?}"),
-            });
+        let h = match Key::decode(&k) {
+            Ok(Key::Chunk(h) | Key::Ref(h) | Key::Map(h) | Key::MapRef(h)) => h,
+            _ => {
+                return Err(CasError::Corrupt {
+                    hash: "-".into(),
+                    reason: format!("undecodable key {k:?} under prefix {prefix:?}"),
+                });
+            }
         };
         out.push((h, v));
     }
     Ok(out)
 }
 
+/// Every refcount of one level, for fsck and gc: `(hash, refcount)` in hash
+/// order.
+pub async fn all_refcounts(kv: &Kv, level: Level) -> Result<Vec<(ChunkHash, u64)>> {
+    all_under(kv, level.prefixes().1)
+        .await?
+        .into_iter()
+        .map(|(h, v)| {
+            decode_u64(&v)
+                .map(|n| (h, n))
+                .map_err(|e| corrupt(&h, format!("{level:?} refcount: {e}")))
+        })
+        .collect()
+}
+
+/// Every stored object of one level with its stored bytes, for fsck and gc.
+pub async fn all_objects(kv: &Kv, level: Level) -> Result<Vec<(ChunkHash, Bytes)>> {
+    all_under(kv, level.prefixes().0).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cairn_codec::ChunkRef;
     use cairn_kv::KvOptions;
 
     #[test]
@@ -399,30 +539,54 @@ mod tests {
     async fn refcounts_are_exact_and_zero_deletes() -> Result<()> {
         let kv = Kv::open("memory://", KvOptions::default()).await?;
         let data = Bytes::from(vec![1u8; 100]);
+        let other = Bytes::from(vec![2u8; 100]);
         let mut p = Pending::new();
-        let h = p.put(data.clone());
-        p.put(data.clone());
+        let h = p.stage(data.clone());
+        let o = p.stage(other.clone());
+        let slot = |hash| Some(ChunkRef { hash, len: 100 });
+        // Two slots naming `h`, one naming `o`; the map referenced twice.
+        let m = p.put_map(ExtentMap {
+            slots: vec![slot(h), None, slot(h), slot(o)],
+        });
+        p.incref_map(m);
         let mut t = kv.txn();
         p.apply(&mut t).await?;
         t.commit().await?;
-        assert_eq!(refcount(&kv, &h).await?, 2);
+        assert_eq!(map_refcount(&kv, &m).await?, 2);
+        assert_eq!(refcount(&kv, &h).await?, 2, "one per slot");
+        assert_eq!(refcount(&kv, &o).await?, 1);
+        assert_eq!(stats(&kv).await?.chunks, 2);
+
+        // A second map keeping `h` and dropping `o`, while the first goes.
+        let mut p = Pending::new();
+        let m2 = p.put_map(ExtentMap {
+            slots: vec![slot(h)],
+        });
+        p.decref_map(m);
+        p.decref_map(m);
+        let mut t = kv.txn();
+        p.apply(&mut t).await?;
+        t.commit().await?;
+        assert_eq!(map_refcount(&kv, &m).await?, 0);
+        assert!(read_map(&kv, &m).await.is_err(), "map deleted at zero");
+        assert_eq!(refcount(&kv, &h).await?, 1);
+        assert_eq!(refcount(&kv, &o).await?, 0);
+        assert!(
+            read_chunk(&kv, &o, 65536).await.is_err(),
+            "chunk deleted at zero"
+        );
         assert_eq!(stats(&kv).await?.chunks, 1);
 
         let mut p = Pending::new();
-        p.decref(h);
-        p.decref(h);
+        p.decref_map(m2);
         let mut t = kv.txn();
         p.apply(&mut t).await?;
         t.commit().await?;
         assert_eq!(refcount(&kv, &h).await?, 0);
-        assert!(
-            read_chunk(&kv, &h, 65536).await.is_err(),
-            "chunk deleted at zero"
-        );
         assert_eq!(stats(&kv).await?, ChunkStats::default());
 
         let mut p = Pending::new();
-        p.decref(h);
+        p.decref_map(m2);
         let mut t = kv.txn();
         assert!(p.apply(&mut t).await.is_err(), "underflow refused");
         Ok(())

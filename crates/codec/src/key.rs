@@ -46,6 +46,10 @@ pub enum KeyPrefix {
     Chunk = 0x50,
     /// Chunk refcounts.
     Ref = 0x51,
+    /// Extent maps (a file's chunks, [`crate::MAP_SLOTS`] at a time).
+    Map = 0x52,
+    /// Extent map refcounts.
+    MapRef = 0x53,
     /// History inode records.
     HistInode = 0x90,
     /// History directory entries.
@@ -78,13 +82,14 @@ pub enum HeadKey {
         /// Entry name: never empty, never contains `/` or NUL.
         name: Vec<u8>,
     },
-    /// One chunk-sized extent of a regular file.
+    /// One extent group of a regular file: chunk indexes
+    /// `idx * MAP_SLOTS .. (idx + 1) * MAP_SLOTS`, named by one extent map.
     Extent {
         /// Tree (dataset) id.
         tree: u64,
         /// Inode number.
         ino: u64,
-        /// Chunk index (offset / chunk size).
+        /// Group index (chunk index / [`crate::MAP_SLOTS`]).
         idx: u64,
     },
 }
@@ -289,6 +294,10 @@ pub enum Key {
     Chunk(ChunkHash),
     /// Chunk refcount by hash.
     Ref(ChunkHash),
+    /// Extent map by hash.
+    Map(ChunkHash),
+    /// Extent map refcount by hash.
+    MapRef(ChunkHash),
 }
 
 impl Key {
@@ -326,6 +335,8 @@ impl Key {
             }
             Key::Chunk(h) => chunk_key(KeyPrefix::Chunk, h),
             Key::Ref(h) => chunk_key(KeyPrefix::Ref, h),
+            Key::Map(h) => chunk_key(KeyPrefix::Map, h),
+            Key::MapRef(h) => chunk_key(KeyPrefix::MapRef, h),
         }
     }
 
@@ -360,13 +371,15 @@ impl Key {
                     head,
                 }
             }
-            0x50 | 0x51 => {
+            0x50..=0x53 => {
                 let mut h = [0u8; 32];
                 h.copy_from_slice(r.take(32)?);
-                if tag == 0x50 {
-                    Key::Chunk(ChunkHash(h))
-                } else {
-                    Key::Ref(ChunkHash(h))
+                let h = ChunkHash(h);
+                match tag {
+                    0x50 => Key::Chunk(h),
+                    0x51 => Key::Ref(h),
+                    0x52 => Key::Map(h),
+                    _ => Key::MapRef(h),
                 }
             }
             tag => return Err(CodecError::UnknownTag { what: "key", tag }),
@@ -558,7 +571,9 @@ mod tests {
                 }
             ),
             hash.clone().prop_map(Key::Chunk),
-            hash.prop_map(Key::Ref),
+            hash.clone().prop_map(Key::Ref),
+            hash.clone().prop_map(Key::Map),
+            hash.prop_map(Key::MapRef),
         ]
     }
 

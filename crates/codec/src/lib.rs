@@ -16,19 +16,22 @@
 //! | `0x02` | dataset id                                 | dataset record (registry) |
 //! | `0x10` | tree, ino                                  | [`InodeRecord`]           |
 //! | `0x11` | tree, dir, cookie, name                    | [`DirentRecord`]          |
-//! | `0x12` | tree, ino, chunk index                     | [`ExtentRecord`]          |
+//! | `0x12` | tree, ino, group (chunk index / [`MAP_SLOTS`]) | [`ExtentRecord`]: a map hash |
 //! | `0x90..0x92` | history: head key body, (`0x00` after a name), death | same as the head |
 //! | `0x40` | dead list: tree, death, birth, head key    | empty                     |
 //! | `0x50` | chunk hash                                 | stored chunk bytes        |
 //! | `0x51` | chunk hash                                 | refcount (u64)            |
+//! | `0x52` | map hash                                   | [`ExtentMap`]             |
+//! | `0x53` | map hash                                   | refcount (u64)            |
 
 mod key;
 mod value;
 
 pub use key::{ChunkHash, HeadKey, Key, KeyPrefix, name_cookie};
 pub use value::{
-    Body, DirentRecord, ExtentRecord, FileKind, InodeRecord, Timestamp, Versioned, birth_of,
-    decode_u64, decode_u64s, encode_u64, encode_u64s, is_whiteout, set_birth,
+    Body, ChunkRef, DirentRecord, ExtentMap, ExtentRecord, FileKind, InodeRecord, MAP_SLOTS,
+    Timestamp, Versioned, birth_of, decode_u64, decode_u64s, encode_u64, encode_u64s, is_whiteout,
+    set_birth,
 };
 
 /// A record could not be decoded: the bytes are not what this codec writes.

@@ -351,38 +351,148 @@ impl Body for DirentRecord {
     }
 }
 
+/// Consecutive chunks of a file that one extent record covers, through one
+/// extent map: a 1 GiB file at 64 KiB chunks is 256 extent records.
+pub const MAP_SLOTS: u64 = 64;
+
 /// One chunk of a file: the chunk's hash and how many bytes of it are file
 /// content (the tail chunk can be shorter than the chunk size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExtentRecord {
+pub struct ChunkRef {
     /// Content address of the chunk.
     pub hash: ChunkHash,
-    /// Length of the chunk's plaintext.
+    /// Length of the chunk's plaintext (never 0).
     pub len: u32,
+}
+
+/// The chunks of [`MAP_SLOTS`] consecutive chunk indexes of a file, `None`
+/// for a hole. Stored once per distinct content, keyed by the BLAKE3 hash of
+/// its encoding, and refcounted like a chunk: every file version with the
+/// same chunks in a group shares it. Canonical: at most [`MAP_SLOTS`] slots,
+/// never empty, the last slot never a hole (so equal maps encode, and hash,
+/// equally).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExtentMap {
+    /// Slot `i` is chunk index `group * MAP_SLOTS + i`.
+    pub slots: Vec<Option<ChunkRef>>,
+}
+
+impl ExtentMap {
+    const WHAT: &'static str = "extent map";
+
+    /// Drop trailing holes (the canonical form); true if nothing is left.
+    pub fn trim(&mut self) -> bool {
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        self.slots.is_empty()
+    }
+
+    /// Encode: `[slot count]`, then per slot `0` (hole) or `1, hash, len`.
+    /// The map must be canonical (see [`ExtentMap::trim`]).
+    pub fn encode(&self) -> Vec<u8> {
+        debug_assert!(!self.slots.is_empty() && self.slots.len() as u64 <= MAP_SLOTS);
+        debug_assert!(matches!(self.slots.last(), Some(Some(_))));
+        let mut out = Vec::with_capacity(1 + self.slots.len() * 37);
+        out.push(self.slots.len() as u8);
+        for s in &self.slots {
+            match s {
+                None => out.push(0),
+                Some(c) => {
+                    out.push(1);
+                    out.extend_from_slice(&c.hash.0);
+                    out.extend_from_slice(&c.len.to_be_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Decode; only canonical maps are accepted. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader::new(bytes, Self::WHAT);
+        let n = r.u8()? as u64;
+        if n == 0 || n > MAP_SLOTS {
+            return Err(CodecError::Malformed {
+                what: Self::WHAT,
+                reason: "slot count out of range",
+            });
+        }
+        let mut slots = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            slots.push(match r.u8()? {
+                0 => None,
+                1 => {
+                    let mut h = [0u8; 32];
+                    h.copy_from_slice(r.take(32)?);
+                    let len = r.u32()?;
+                    if len == 0 {
+                        return Err(CodecError::Malformed {
+                            what: Self::WHAT,
+                            reason: "empty chunk slot",
+                        });
+                    }
+                    Some(ChunkRef {
+                        hash: ChunkHash(h),
+                        len,
+                    })
+                }
+                tag => {
+                    return Err(CodecError::UnknownTag {
+                        what: "extent map slot",
+                        tag,
+                    });
+                }
+            });
+        }
+        r.finish()?;
+        if slots.last().is_some_and(Option::is_none) {
+            return Err(CodecError::Malformed {
+                what: Self::WHAT,
+                reason: "trailing hole",
+            });
+        }
+        Ok(Self { slots })
+    }
+
+    /// The map's address: BLAKE3 of its encoding.
+    pub fn hash(&self) -> ChunkHash {
+        ChunkHash::of(&self.encode())
+    }
+
+    /// The chunks with their chunk index within the group.
+    pub fn chunks(&self) -> impl Iterator<Item = (u64, ChunkRef)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|c| (i as u64, c)))
+    }
+
+    /// File bytes the map's chunks hold.
+    pub fn logical_bytes(&self) -> u64 {
+        self.chunks().map(|(_, c)| c.len as u64).sum()
+    }
+}
+
+/// One extent group of a file (key `(tree, ino, group)`): the address of the
+/// [`ExtentMap`] naming its chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtentRecord {
+    /// Address of the group's extent map.
+    pub map: ChunkHash,
 }
 
 impl Body for ExtentRecord {
     const WHAT: &'static str = "extent record";
 
     fn encode_body(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.hash.0);
-        out.extend_from_slice(&self.len.to_be_bytes());
+        out.extend_from_slice(&self.map.0);
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
         let mut h = [0u8; 32];
         h.copy_from_slice(r.take(32)?);
-        let len = r.u32()?;
-        if len == 0 {
-            return Err(CodecError::Malformed {
-                what: Self::WHAT,
-                reason: "empty extent",
-            });
-        }
-        Ok(Self {
-            hash: ChunkHash(h),
-            len,
-        })
+        Ok(Self { map: ChunkHash(h) })
     }
 }
 
@@ -464,9 +574,32 @@ mod tests {
         }
 
         #[test]
-        fn extent_round_trips(birth in any::<u64>(), h in any::<[u8; 32]>(), len in 1u32..) {
-            let v = Versioned::new(birth, ExtentRecord { hash: ChunkHash(h), len });
+        fn extent_round_trips(birth in any::<u64>(), h in any::<[u8; 32]>()) {
+            let v = Versioned::new(birth, ExtentRecord { map: ChunkHash(h) });
             prop_assert_eq!(Versioned::decode(&v.encode()), Ok(v));
+        }
+
+        #[test]
+        fn extent_map_round_trips(
+            slots in proptest::collection::vec(
+                proptest::option::of((any::<[u8; 32]>(), 1u32..)), 0..MAP_SLOTS as usize),
+            last in (any::<[u8; 32]>(), 1u32..),
+        ) {
+            let mut slots: Vec<_> = slots
+                .into_iter()
+                .map(|s| s.map(|(h, len)| ChunkRef { hash: ChunkHash(h), len }))
+                .collect();
+            slots.push(Some(ChunkRef { hash: ChunkHash(last.0), len: last.1 }));
+            let m = ExtentMap { slots };
+            prop_assert_eq!(ExtentMap::decode(&m.encode()), Ok(m.clone()));
+            let mut holed = m.clone();
+            holed.slots.push(None);
+            prop_assert!(!holed.trim());
+            prop_assert_eq!(&holed, &m);
+            let mut bytes = m.encode();
+            bytes[0] += 1;
+            bytes.push(0);
+            prop_assert!(ExtentMap::decode(&bytes).is_err(), "trailing hole refused");
         }
 
         #[test]
@@ -474,6 +607,7 @@ mod tests {
             let _ = Versioned::<InodeRecord>::decode(&bytes);
             let _ = Versioned::<DirentRecord>::decode(&bytes);
             let _ = Versioned::<ExtentRecord>::decode(&bytes);
+            let _ = ExtentMap::decode(&bytes);
             let _ = decode_u64(&bytes);
         }
     }

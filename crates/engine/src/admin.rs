@@ -5,8 +5,11 @@
 
 use std::collections::HashMap;
 
+use cairn_cas::Level;
 use cairn_cas::Pending;
-use cairn_codec::{ExtentRecord, FileKind, InodeRecord, Key, KeyPrefix, Timestamp, Versioned};
+use cairn_codec::{
+    ChunkHash, ExtentMap, ExtentRecord, FileKind, InodeRecord, Key, KeyPrefix, Timestamp, Versioned,
+};
 use cairn_fs::{ErrorKind, FsError};
 use cairn_meta::View;
 use cairn_registry::{DatasetRecord, Registry, SnapshotRecord, SnapshotSpec, validate_name};
@@ -126,9 +129,12 @@ pub struct GcReport {
     pub chunks: u64,
     /// Chunks deleted because nothing referenced them.
     pub swept: u64,
+    /// Extent maps deleted because nothing referenced them.
+    pub swept_maps: u64,
     /// Stored bytes freed.
     pub freed_bytes: u64,
-    /// Refcounts corrected to the number of extent records.
+    /// Refcounts corrected to the references counted (extent records for
+    /// maps, map slots for chunks).
     pub fixed_refcounts: u64,
 }
 
@@ -366,11 +372,11 @@ impl Engine {
     }
 
     /// How many extent records (head and history) in the ranges `range`
-    /// gives for each extent kind name each chunk.
+    /// gives for each extent kind name each map.
     async fn extent_refs(
         &self,
         range: impl Fn(KeyPrefix) -> (Vec<u8>, Vec<u8>),
-    ) -> Result<HashMap<cairn_codec::ChunkHash, u64>> {
+    ) -> Result<HashMap<ChunkHash, u64>> {
         let mut refs = HashMap::new();
         for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
             let (start, end) = range(kind);
@@ -384,26 +390,43 @@ impl Engine {
                 let rec = Versioned::<ExtentRecord>::decode(&v)
                     .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
                 if let Some(e) = rec.value {
-                    *refs.entry(e.hash).or_default() += 1;
+                    *refs.entry(e.map).or_default() += 1;
                 }
             }
         }
         Ok(refs)
     }
 
-    /// Stored bytes of chunks every reference to which lies in tree `id`.
-    async fn unique_bytes(&self, id: u64) -> Result<u64> {
+    /// The chunks that dropping `drops[m]` references to each map `m` would
+    /// free (maps left with no reference release their chunks), with their
+    /// stored records.
+    async fn freed_chunks(&self, drops: &HashMap<ChunkHash, u64>) -> Result<Vec<bytes::Bytes>> {
         let kv = &self.inner.kv;
-        let refs = self.extent_refs(|kind| Key::tree_range(kind, id)).await?;
-        let mut total = 0u64;
-        for (h, n) in refs {
+        let mut chunk_drops: HashMap<ChunkHash, u64> = HashMap::new();
+        for (m, n) in drops {
+            if cairn_cas::map_refcount(kv, m).await.map_err(cas_err)? == *n {
+                let map = cairn_cas::read_map(kv, m).await.map_err(cas_err)?;
+                for (_, c) in map.chunks() {
+                    *chunk_drops.entry(c.hash).or_default() += 1;
+                }
+            }
+        }
+        let mut freed = Vec::new();
+        for (h, n) in chunk_drops {
             if cairn_cas::refcount(kv, &h).await.map_err(cas_err)? == n
                 && let Some(b) = kv.get(&Key::Chunk(h).encode()).await.map_err(kv_err)?
             {
-                total += b.len() as u64;
+                freed.push(b);
             }
         }
-        Ok(total)
+        Ok(freed)
+    }
+
+    /// Stored bytes of chunks every reference to which lies in tree `id`.
+    async fn unique_bytes(&self, id: u64) -> Result<u64> {
+        let refs = self.extent_refs(|kind| Key::tree_range(kind, id)).await?;
+        let freed = self.freed_chunks(&refs).await?;
+        Ok(freed.iter().map(|b| b.len() as u64).sum())
     }
 
     /// Delete a dataset and everything in it. Refuses the default dataset,
@@ -576,9 +599,10 @@ impl Engine {
             .find(|g| *g > s.generation)
             .unwrap_or(u64::MAX);
         let kv = &self.inner.kv;
-        // Unique: versions born in (prev, s] that died in (s, next].
+        // Unique: what freeing the versions born in (prev, s] that died in
+        // (s, next] would free.
         let (start, end) = Key::dead_range(s.tree, s.generation + 1, next);
-        let mut unique = 0u64;
+        let mut drops: HashMap<ChunkHash, u64> = HashMap::new();
         for (k, _) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
             if let Ok(Key::Dead {
                 death, birth, head, ..
@@ -589,24 +613,50 @@ impl Engine {
                 && let Some(v) = kv.get(&head.history_key(death)).await.map_err(kv_err)?
                 && let Ok(Versioned { value: Some(e), .. }) = Versioned::<ExtentRecord>::decode(&v)
             {
-                unique += e.len as u64;
+                *drops.entry(e.map).or_default() += 1;
             }
         }
-        info.unique_bytes = Some(unique);
-        // Written: extents (head or history) born in (prev, s].
+        let freed = self.freed_chunks(&drops).await?;
+        info.unique_bytes = Some(freed.iter().map(|b| cairn_cas::chunk_plain_len(b)).sum());
+        // Written: chunks of extent groups (head or history) born in
+        // (prev, s] that differ from the group as the previous snapshot saw it.
+        let prev_view = match prev {
+            0 => None,
+            p => Some(w.reg.snapshot_view(s.tree, p).map_err(reg_err)?),
+        };
+        let t = kv.txn();
         let mut written = 0u64;
         for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
             let (start, end) = Key::tree_range(kind, s.tree);
-            for (_, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
-                if let Ok(Versioned {
+            for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
+                let Ok(Versioned {
                     birth,
                     value: Some(e),
                 }) = Versioned::<ExtentRecord>::decode(&v)
-                    && birth > prev
-                    && birth <= s.generation
-                {
-                    written += e.len as u64;
+                else {
+                    continue;
+                };
+                if birth <= prev || birth > s.generation {
+                    continue;
                 }
+                let map = cairn_cas::read_map(kv, &e.map).await.map_err(cas_err)?;
+                let before = match (prev_view, Key::decode(&k)) {
+                    (Some(pv), Ok(Key::Head(head) | Key::History { head, .. })) => {
+                        match cairn_meta::get::<ExtentRecord>(&t, pv, &head)
+                            .await
+                            .map_err(meta_err)?
+                        {
+                            Some(p) => cairn_cas::read_map(kv, &p.map).await.map_err(cas_err)?,
+                            None => ExtentMap::default(),
+                        }
+                    }
+                    _ => ExtentMap::default(),
+                };
+                written += map
+                    .chunks()
+                    .filter(|(i, c)| before.slots.get(*i as usize) != Some(&Some(*c)))
+                    .map(|(_, c)| c.len as u64)
+                    .sum::<u64>();
             }
         }
         info.written_bytes = Some(written);
@@ -696,7 +746,7 @@ impl Engine {
                             FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}"))
                         })?;
                         if let Some(e) = rec.value {
-                            pending.decref(e.hash);
+                            pending.decref_map(e.map);
                         }
                     }
                     t.delete(k.to_vec());
@@ -905,16 +955,9 @@ impl Engine {
         let kv = &self.inner.kv;
         let chunks = cairn_cas::stats(kv).await.map_err(cas_err)?;
         let mut referenced = 0u64;
-        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
-            let (start, end) = Key::prefix_range(kind);
-            let mut it = kv.iter(&start, &end).await.map_err(kv_err)?;
-            while let Some((k, v)) = it.next().await.map_err(kv_err)? {
-                let rec = Versioned::<ExtentRecord>::decode(&v)
-                    .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("extent {k:?}: {e}")))?;
-                if let Some(e) = rec.value {
-                    referenced += e.len as u64;
-                }
-            }
+        for (m, n) in self.extent_refs(Key::prefix_range).await? {
+            let map = cairn_cas::read_map(kv, &m).await.map_err(cas_err)?;
+            referenced += n * map.logical_bytes();
         }
         let ids: Vec<u64> = w.reg.datasets().map(|d| d.id).collect();
         let mut datasets = Vec::new();
@@ -932,50 +975,86 @@ impl Engine {
         })
     }
 
-    /// Sweep chunks nothing references (left by interrupted operations) and
-    /// correct refcounts to the number of extent records naming each chunk.
+    /// Sweep maps and chunks nothing references (left by interrupted
+    /// operations) and correct refcounts to the number of extent records
+    /// naming each map and of stored maps' slots naming each chunk.
     pub async fn gc(&self) -> Result<GcReport> {
         let _w = self.inner.writer.lock().await;
         let kv = &self.inner.kv;
-        let actual = self.extent_refs(Key::prefix_range).await?;
         let mut report = GcReport::default();
-        let recorded: HashMap<_, _> = cairn_cas::all_refcounts(kv)
+        let mut t = kv.txn();
+        // Maps, referenced by extent records.
+        let map_refs = self.extent_refs(Key::prefix_range).await?;
+        let mut chunk_refs: HashMap<ChunkHash, u64> = HashMap::new();
+        for (h, stored) in cairn_cas::all_objects(kv, Level::Maps)
             .await
             .map_err(cas_err)?
-            .into_iter()
-            .collect();
-        let mut t = kv.txn();
+        {
+            if map_refs.contains_key(&h) {
+                let map = cairn_cas::decode_map(&h, &stored).map_err(cas_err)?;
+                for (_, c) in map.chunks() {
+                    *chunk_refs.entry(c.hash).or_default() += 1;
+                }
+            } else {
+                t.delete(Level::Maps.object_key(h));
+                report.swept_maps += 1;
+            }
+        }
+        report.fixed_refcounts += self.fix_refcounts(&mut t, Level::Maps, &map_refs).await?;
+        // Chunks, referenced by the maps that stay.
         let mut stats = cairn_cas::ChunkStats::default();
-        for (h, stored) in cairn_cas::all_chunks(kv).await.map_err(cas_err)? {
+        for (h, stored) in cairn_cas::all_objects(kv, Level::Chunks)
+            .await
+            .map_err(cas_err)?
+        {
             report.chunks += 1;
-            if actual.contains_key(&h) {
+            if chunk_refs.contains_key(&h) {
                 stats.chunks += 1;
                 stats.stored_bytes += stored.len() as u64;
                 stats.plain_bytes += cairn_cas::chunk_plain_len(&stored);
             } else {
-                t.delete(Key::Chunk(h).encode());
-                t.delete(Key::Ref(h).encode());
+                t.delete(Level::Chunks.object_key(h));
                 report.swept += 1;
                 report.freed_bytes += stored.len() as u64;
             }
         }
         cairn_cas::put_stats(&mut t, &stats);
-        for (h, n) in &actual {
+        report.fixed_refcounts += self
+            .fix_refcounts(&mut t, Level::Chunks, &chunk_refs)
+            .await?;
+        t.commit().await.map_err(kv_err)?;
+        self.inner.kv.flush().await.map_err(kv_err)?;
+        if report.swept > 0 || report.swept_maps > 0 || report.fixed_refcounts > 0 {
+            tracing::warn!(?report, "gc repaired the chunk store");
+        }
+        Ok(report)
+    }
+
+    /// Stage refcounts of `level` equal to `actual` (deleting those of
+    /// unreferenced objects); returns how many were wrong.
+    async fn fix_refcounts(
+        &self,
+        t: &mut cairn_kv::Txn<'_>,
+        level: Level,
+        actual: &HashMap<ChunkHash, u64>,
+    ) -> Result<u64> {
+        let recorded: HashMap<_, _> = cairn_cas::all_refcounts(&self.inner.kv, level)
+            .await
+            .map_err(cas_err)?
+            .into_iter()
+            .collect();
+        let mut fixed = 0;
+        for (h, n) in actual {
             if recorded.get(h) != Some(n) {
-                t.put(Key::Ref(*h).encode(), cairn_codec::encode_u64(*n));
-                report.fixed_refcounts += 1;
+                t.put(level.count_key(*h), cairn_codec::encode_u64(*n));
+                fixed += 1;
             }
         }
         for h in recorded.keys() {
             if !actual.contains_key(h) {
-                t.delete(Key::Ref(*h).encode());
+                t.delete(level.count_key(*h));
             }
         }
-        t.commit().await.map_err(kv_err)?;
-        self.inner.kv.flush().await.map_err(kv_err)?;
-        if report.swept > 0 || report.fixed_refcounts > 0 {
-            tracing::warn!(?report, "gc repaired the chunk store");
-        }
-        Ok(report)
+        Ok(fixed)
     }
 }

@@ -442,9 +442,7 @@ impl Filesystem for DatasetFs {
         let first = offset / cs;
         let last = (end - 1) / cs;
         let t = self.inner.kv.txn();
-        let extents = cairn_meta::list_extents(&t, self.view, ino, first, last)
-            .await
-            .map_err(meta_err)?;
+        let extents = crate::ops::file_chunks(&self.inner, &t, self.view, ino, first, last).await?;
         let kv = &self.inner.kv;
         let max = self.chunk_size as usize;
         let chunks = futures::future::try_join_all(extents.iter().map(|(idx, e)| async move {

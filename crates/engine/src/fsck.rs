@@ -5,10 +5,11 @@
 //! inode of the recorded type in a directory; link counts equal the entries
 //! naming an inode (directories: 2 + subdirectories); every directory but the
 //! root has exactly one entry and its parent field agrees; no orphans; extents
-//! belong to regular, non-inline files and lie within their size; for every
-//! chunk, refcount == number of extent records (head and history, all trees)
-//! naming it, and the chunk exists and matches its hash; no chunk or refcount
-//! without references; the inode counter is above every inode; the store's
+//! belong to regular, non-inline files and their chunks lie within their
+//! size; for every extent map, refcount == number of extent records (head and
+//! history, all trees) naming it; for every chunk, refcount == number of
+//! slots of stored maps naming it; every map and chunk exists and matches its
+//! hash; no map, chunk or refcount without references; the inode counter is above every inode; the store's
 //! statistics match what is stored. Registry: the default exists, each
 //! dataset's newest-snapshot generation and file counts agree with what is
 //! stored, clones' origins exist, no snapshot is half-destroyed. History:
@@ -16,11 +17,12 @@
 //! snapshot; no record is born after its tree's generation or belongs to a
 //! tree that does not exist.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use cairn_cas::Level;
 use cairn_codec::{
-    ChunkHash, DirentRecord, ExtentRecord, FileKind, HeadKey, InodeRecord, Key, KeyPrefix,
-    Versioned, decode_u64,
+    ChunkHash, DirentRecord, ExtentMap, ExtentRecord, FileKind, HeadKey, InodeRecord, Key,
+    KeyPrefix, MAP_SLOTS, Versioned, decode_u64,
 };
 use cairn_fs::FsError;
 
@@ -49,6 +51,8 @@ pub struct FsckReport {
     pub dirents: u64,
     /// Extent records checked (head and history).
     pub extents: u64,
+    /// Extent maps checked.
+    pub maps: u64,
     /// Chunks checked.
     pub chunks: u64,
 }
@@ -68,10 +72,11 @@ impl std::fmt::Display for FsckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} inodes, {} entries, {} extents, {} chunks: {} problem(s)",
+            "{} inodes, {} entries, {} extents, {} maps, {} chunks: {} problem(s)",
             self.inodes,
             self.dirents,
             self.extents,
+            self.maps,
             self.chunks,
             self.problems.len()
         )?;
@@ -95,7 +100,8 @@ async fn scan_prefix(
 }
 
 /// The namespace of one view (a dataset head or a snapshot), as readers see
-/// it through clone origins.
+/// it through clone origins. `maps`: every stored map that verifies.
+#[allow(clippy::too_many_arguments)]
 async fn check_view(
     inner: &Inner,
     r: &mut FsckReport,
@@ -104,6 +110,7 @@ async fn check_view(
     files: u64,
     cs: u64,
     next_ino: u64,
+    maps: &HashMap<ChunkHash, ExtentMap>,
 ) -> Result<(), FsError> {
     let t = inner.kv.txn();
     let range = async |kind: KeyPrefix| {
@@ -283,8 +290,12 @@ async fn check_view(
 
     // Extents lie within chunked regular files.
     for (k, v) in range(KeyPrefix::Extent).await? {
-        let (Ok(HeadKey::Extent { ino, idx, .. }), Ok(rec)) =
-            (HeadKey::decode(&k), Versioned::<ExtentRecord>::decode(&v))
+        let (
+            Ok(HeadKey::Extent {
+                ino, idx: group, ..
+            }),
+            Ok(rec),
+        ) = (HeadKey::decode(&k), Versioned::<ExtentRecord>::decode(&v))
         else {
             r.problem(
                 "decode",
@@ -295,24 +306,31 @@ async fn check_view(
         let Some(e) = rec.value else { continue };
         match inodes.get(&ino) {
             Some(f) if f.kind == FileKind::Regular && f.inline.is_none() => {
-                if e.len as u64 > cs || idx.saturating_mul(cs).saturating_add(e.len as u64) > f.size
-                {
-                    r.problem(
-                        "extent",
-                        format!(
-                            "{label}: inode {ino} extent {idx} (len {}) lies beyond size {}",
-                            e.len, f.size
-                        ),
-                    );
+                // A missing or damaged map is reported with the store's maps.
+                let Some(map) = maps.get(&e.map) else { continue };
+                for (i, c) in map.chunks() {
+                    let idx = group.saturating_mul(MAP_SLOTS).saturating_add(i);
+                    let len = c.len as u64;
+                    if len > cs || idx.saturating_mul(cs).saturating_add(len) > f.size {
+                        r.problem(
+                            "extent",
+                            format!(
+                                "{label}: inode {ino} chunk {idx} (len {len}) lies beyond size {}",
+                                f.size
+                            ),
+                        );
+                    }
                 }
             }
             Some(_) => r.problem(
                 "extent",
-                format!("{label}: inode {ino} has extent {idx} but is not a chunked regular file"),
+                format!(
+                    "{label}: inode {ino} has extent group {group} but is not a chunked regular file"
+                ),
             ),
             None => r.problem(
                 "extent",
-                format!("{label}: extent {idx} belongs to missing inode {ino}"),
+                format!("{label}: extent group {group} belongs to missing inode {ino}"),
             ),
         }
     }
@@ -392,15 +410,30 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
         );
     }
 
+    // Stored maps, verified against their hashes.
+    let mut maps = HashMap::new();
+    let stored_maps = cairn_cas::all_objects(&inner.kv, Level::Maps)
+        .await
+        .map_err(cas_err)?;
+    r.maps = stored_maps.len() as u64;
+    for (h, stored) in &stored_maps {
+        match cairn_cas::decode_map(h, stored) {
+            Ok(m) => {
+                maps.insert(*h, m);
+            }
+            Err(e) => r.problem("checksum", e.to_string()),
+        }
+    }
+
     // Every view's namespace.
     for d in reg.datasets() {
         let cs = d.chunk_size as u64;
         let view = reg.head_view(d.id).map_err(reg_err)?;
-        check_view(inner, &mut r, view, &d.name, d.files, cs, next_ino).await?;
+        check_view(inner, &mut r, view, &d.name, d.files, cs, next_ino, &maps).await?;
         for s in reg.snapshots_of(d.id) {
             let view = reg.snapshot_view(d.id, s.generation).map_err(reg_err)?;
             let label = format!("{}@{}", d.name, s.name);
-            check_view(inner, &mut r, view, &label, s.files, cs, next_ino).await?;
+            check_view(inner, &mut r, view, &label, s.files, cs, next_ino, &maps).await?;
         }
     }
 
@@ -489,90 +522,43 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
         }
     }
 
-    // Extents: head and history, all trees.
-    let mut refs: BTreeMap<ChunkHash, u64> = BTreeMap::new();
-    for (k, v) in scan_prefix(inner, KeyPrefix::Extent).await? {
-        match Versioned::<ExtentRecord>::decode(&v) {
-            Ok(Versioned { value: Some(e), .. }) => {
-                r.extents += 1;
-                *refs.entry(e.hash).or_default() += 1;
+    // Extent records (head and history, all trees) reference maps.
+    let mut map_refs: BTreeMap<ChunkHash, u64> = BTreeMap::new();
+    for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
+        for (k, v) in scan_prefix(inner, kind).await? {
+            match Versioned::<ExtentRecord>::decode(&v) {
+                Ok(Versioned { value: Some(e), .. }) => {
+                    r.extents += 1;
+                    *map_refs.entry(e.map).or_default() += 1;
+                }
+                Ok(_) => {}
+                Err(e) => r.problem("decode", format!("extent {k:?}: {e}")),
             }
-            Ok(_) => {}
-            Err(e) => r.problem("decode", format!("extent {k:?}: {e}")),
         }
     }
-    for (k, v) in scan_prefix(inner, KeyPrefix::HistExtent).await? {
-        match Versioned::<ExtentRecord>::decode(&v) {
-            Ok(Versioned { value: Some(e), .. }) => {
-                r.extents += 1;
-                *refs.entry(e.hash).or_default() += 1;
-            }
-            Ok(_) => {}
-            Err(e) => r.problem("decode", format!("history extent {k:?}: {e}")),
-        }
-    }
+    let stored: BTreeSet<ChunkHash> = stored_maps.iter().map(|(h, _)| *h).collect();
+    check_level(inner, &mut r, Level::Maps, &map_refs, &stored).await?;
 
-    // Refcounts and chunks.
-    let counts = cairn_cas::all_refcounts(&inner.kv).await.map_err(cas_err)?;
-    let mut counted: BTreeMap<ChunkHash, u64> = BTreeMap::new();
-    for (h, n) in counts {
-        counted.insert(h, n);
-    }
-    for (h, want) in &refs {
-        match counted.get(h) {
-            Some(n) if n == want => {}
-            Some(n) => r.problem(
-                "refcount",
-                format!(
-                    "chunk {} has refcount {n} but {want} extents name it",
-                    h.to_hex()
-                ),
-            ),
-            None => r.problem(
-                "refcount",
-                format!(
-                    "chunk {} has no refcount but {want} extents name it",
-                    h.to_hex()
-                ),
-            ),
+    // Stored maps' slots reference chunks.
+    let mut chunk_refs: BTreeMap<ChunkHash, u64> = BTreeMap::new();
+    for m in maps.values() {
+        for (_, c) in m.chunks() {
+            *chunk_refs.entry(c.hash).or_default() += 1;
         }
     }
-    for (h, n) in &counted {
-        if !refs.contains_key(h) {
-            r.problem(
-                "refcount",
-                format!(
-                    "chunk {} has refcount {n} but no extent names it",
-                    h.to_hex()
-                ),
-            );
-        }
-    }
-    let chunks = cairn_cas::all_chunks(&inner.kv).await.map_err(cas_err)?;
+    let chunks = cairn_cas::all_objects(&inner.kv, Level::Chunks)
+        .await
+        .map_err(cas_err)?;
     r.chunks = chunks.len() as u64;
     let mut stored_bytes = 0u64;
-    let mut have = std::collections::BTreeSet::new();
     for (h, stored) in &chunks {
         stored_bytes += stored.len() as u64;
-        have.insert(*h);
-        if !counted.contains_key(h) {
-            r.problem(
-                "leak",
-                format!("chunk {} is stored but has no refcount", h.to_hex()),
-            );
-        }
         if let Err(e) = cairn_cas::decode_chunk(h, stored, 1 << 20) {
             r.problem("checksum", e.to_string());
         }
     }
-    for h in refs.keys() {
-        if !have.contains(h) {
-            r.problem(
-                "missing",
-                format!("chunk {} is referenced but not stored", h.to_hex()),
-            );
-        }
-    }
+    let stored: BTreeSet<ChunkHash> = chunks.iter().map(|(h, _)| *h).collect();
+    check_level(inner, &mut r, Level::Chunks, &chunk_refs, &stored).await?;
     let st = cairn_cas::stats(&inner.kv).await.map_err(cas_err)?;
     if st.chunks != chunks.len() as u64 || st.stored_bytes != stored_bytes {
         r.problem(
@@ -587,4 +573,65 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
         );
     }
     Ok(r)
+}
+
+/// One level of references: every refcount equals the references `refs`
+/// counted; no refcount without references; every stored object has a
+/// refcount and every referenced one is stored.
+async fn check_level(
+    inner: &Inner,
+    r: &mut FsckReport,
+    level: Level,
+    refs: &BTreeMap<ChunkHash, u64>,
+    stored: &BTreeSet<ChunkHash>,
+) -> Result<(), FsError> {
+    let (what, referrers) = match level {
+        Level::Maps => ("map", "extent records"),
+        Level::Chunks => ("chunk", "map slots"),
+    };
+    let counted: BTreeMap<ChunkHash, u64> = cairn_cas::all_refcounts(&inner.kv, level)
+        .await
+        .map_err(cas_err)?
+        .into_iter()
+        .collect();
+    for (h, want) in refs {
+        let h_hex = h.to_hex();
+        match counted.get(h) {
+            Some(n) if n == want => {}
+            Some(n) => r.problem(
+                "refcount",
+                format!("{what} {h_hex} has refcount {n} but {want} {referrers} name it"),
+            ),
+            None => r.problem(
+                "refcount",
+                format!("{what} {h_hex} has no refcount but {want} {referrers} name it"),
+            ),
+        }
+        if !stored.contains(h) {
+            r.problem(
+                "missing",
+                format!("{what} {h_hex} is referenced but not stored"),
+            );
+        }
+    }
+    for (h, n) in &counted {
+        if !refs.contains_key(h) {
+            r.problem(
+                "refcount",
+                format!(
+                    "{what} {} has refcount {n} but no {referrers} name it",
+                    h.to_hex()
+                ),
+            );
+        }
+    }
+    for h in stored {
+        if !counted.contains_key(h) {
+            r.problem(
+                "leak",
+                format!("{what} {} is stored but has no refcount", h.to_hex()),
+            );
+        }
+    }
+    Ok(())
 }

@@ -42,7 +42,7 @@ pub const INLINE_MAX: usize = 4096;
 /// Default chunk size (64 KiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
 /// The root directory's inode number in every dataset.
 pub const ROOT_INO: u64 = 1;
 /// Largest inode number a store hands out (2^40 - 2): protocol front ends

@@ -1,11 +1,20 @@
 //! One mutation = one [`Op`]: a transaction over the committed state plus the
-//! chunk refcount changes it causes, committed as one atomic batch while the
-//! writer lock is held.
+//! map and chunk refcount changes it causes, committed as one atomic batch
+//! while the writer lock is held.
+//!
+//! File data: chunk `i` of a file is slot `i % MAP_SLOTS` of the extent map
+//! named by the file's extent record `i / MAP_SLOTS` (a group). An `Op`
+//! edits the slots of the groups it touches in memory and writes each
+//! changed group once, at commit: one new map and one extent record per
+//! group, however many of its chunks changed.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use cairn_cas::Pending;
 use cairn_codec::{
-    DirentRecord, ExtentRecord, FileKind, HeadKey, InodeRecord, Timestamp, encode_u64,
+    ChunkHash, ChunkRef, DirentRecord, ExtentMap, ExtentRecord, FileKind, HeadKey, InodeRecord,
+    MAP_SLOTS, Timestamp, encode_u64,
 };
 use cairn_fs::{Creds, ErrorKind, FsError, NAME_MAX};
 use cairn_kv::Txn;
@@ -67,6 +76,18 @@ pub(crate) struct Op<'a> {
     ds_dirty: bool,
     view: View,
     pub(crate) chunk_size: u32,
+    /// Extent groups read or edited in this operation, by `(ino, group)`.
+    groups: BTreeMap<(u64, u64), Group>,
+}
+
+/// One extent group as this operation sees it.
+struct Group {
+    /// The map the group's visible extent record names (`None`: no record).
+    orig: Option<ChunkHash>,
+    /// Its slots, as edited.
+    map: ExtentMap,
+    /// Whether the slots were edited.
+    dirty: bool,
 }
 
 impl<'a> Op<'a> {
@@ -94,10 +115,12 @@ impl<'a> Op<'a> {
             ds,
             ds_dirty: false,
             view,
+            groups: BTreeMap::new(),
         })
     }
 
     pub(crate) async fn commit(mut self) -> Result<()> {
+        self.write_groups().await?;
         self.pending.apply(&mut self.txn).await.map_err(cas_err)?;
         if self.ds_dirty {
             let (k, v) = Registry::encode_dataset(&self.ds);
@@ -271,58 +294,133 @@ impl<'a> Op<'a> {
         Ok(())
     }
 
-    /// Delete every extent of `ino` with index >= `first`.
+    fn extent_key(&self, ino: u64, group: u64) -> HeadKey {
+        HeadKey::Extent {
+            tree: self.tree.tree,
+            ino,
+            idx: group,
+        }
+    }
+
+    /// Group `group` of `ino`, read on first use.
+    async fn group(&mut self, ino: u64, group: u64) -> Result<&mut Group> {
+        if !self.groups.contains_key(&(ino, group)) {
+            let key = self.extent_key(ino, group);
+            let rec = cairn_meta::get::<ExtentRecord>(&self.txn, self.view(), &key)
+                .await
+                .map_err(meta_err)?;
+            let map = match rec {
+                Some(r) => cairn_cas::read_map(&self.inner.kv, &r.map)
+                    .await
+                    .map_err(cas_err)?,
+                None => ExtentMap::default(),
+            };
+            self.groups.insert(
+                (ino, group),
+                Group {
+                    orig: rec.map(|r| r.map),
+                    map,
+                    dirty: false,
+                },
+            );
+        }
+        self.groups
+            .get_mut(&(ino, group))
+            .ok_or_else(|| err(ErrorKind::Io, "extent group vanished from the operation"))
+    }
+
+    /// Delete every chunk of `ino` with index >= `first`.
     async fn drop_extents_from(&mut self, ino: u64, first: u64) -> Result<()> {
-        let extents = cairn_meta::list_extents(&self.txn, self.view(), ino, first, u64::MAX)
+        let first_group = first / MAP_SLOTS;
+        let keep = (first % MAP_SLOTS) as usize;
+        if keep > 0 {
+            let g = self.group(ino, first_group).await?;
+            if g.map.slots.len() > keep {
+                g.map.slots.truncate(keep);
+                g.dirty = true;
+            }
+        }
+        let from = first_group + u64::from(keep > 0);
+        let stored = cairn_meta::list_extents(&self.txn, self.view(), ino, from, u64::MAX)
             .await
             .map_err(meta_err)?;
-        for (idx, _) in extents {
-            self.set_extent(ino, idx, None).await?;
+        for (g, rec) in stored {
+            // Emptied below: no need to read the map.
+            self.groups.entry((ino, g)).or_insert(Group {
+                orig: Some(rec.map),
+                map: ExtentMap::default(),
+                dirty: false,
+            });
+        }
+        for (_, g) in self.groups.range_mut((ino, from)..=(ino, u64::MAX)) {
+            g.map.slots.clear();
+            g.dirty = true;
         }
         Ok(())
     }
 
-    /// Point extent `idx` of `ino` at `data` (all zeros or `None`: a hole).
+    /// Point chunk `idx` of `ino` at `data` (all zeros or `None`: a hole).
     async fn set_extent(&mut self, ino: u64, idx: u64, data: Option<Bytes>) -> Result<()> {
-        let key = HeadKey::Extent {
-            tree: self.tree.tree,
-            ino,
-            idx,
-        };
-        let data = data.filter(|d| !d.is_empty() && !is_zero(d));
-        let retired = match data {
-            Some(d) => {
-                let len = d.len() as u32;
-                let hash = self.pending.put(d);
-                cairn_meta::put(&mut self.txn, &self.tree, &key, ExtentRecord { hash, len }).await
+        let slot = data
+            .filter(|d| !d.is_empty() && !is_zero(d))
+            .map(|d| ChunkRef {
+                len: d.len() as u32,
+                hash: self.pending.stage(d),
+            });
+        let g = self.group(ino, idx / MAP_SLOTS).await?;
+        let i = (idx % MAP_SLOTS) as usize;
+        if g.map.slots.len() <= i {
+            if slot.is_none() {
+                return Ok(());
             }
-            None => cairn_meta::delete::<ExtentRecord>(&mut self.txn, &self.tree, &key).await,
+            g.map.slots.resize(i + 1, None);
         }
-        .map_err(meta_err)?;
-        if let Retired::Dropped(old) = retired {
-            self.pending.decref(old.hash);
+        g.map.slots[i] = slot;
+        g.dirty = true;
+        Ok(())
+    }
+
+    /// Write every edited group: a new map and extent record where its
+    /// slots changed, no record where none are left; release the maps of
+    /// the records that no snapshot sees any more.
+    async fn write_groups(&mut self) -> Result<()> {
+        for ((ino, g), group) in std::mem::take(&mut self.groups) {
+            if !group.dirty {
+                continue;
+            }
+            let mut map = group.map;
+            let key = self.extent_key(ino, g);
+            let retired = if map.trim() {
+                if group.orig.is_none() {
+                    continue;
+                }
+                cairn_meta::delete::<ExtentRecord>(&mut self.txn, &self.tree, &key).await
+            } else {
+                if group.orig == Some(map.hash()) {
+                    continue;
+                }
+                let map = self.pending.put_map(map);
+                cairn_meta::put(&mut self.txn, &self.tree, &key, ExtentRecord { map }).await
+            }
+            .map_err(meta_err)?;
+            if let Retired::Dropped(old) = retired {
+                self.pending.decref_map(old.map);
+            }
         }
         Ok(())
     }
 
-    /// The plaintext of extent `idx` of `ino` (empty for a hole).
-    async fn extent_data(&self, ino: u64, idx: u64) -> Result<Bytes> {
-        let key = HeadKey::Extent {
-            tree: self.tree.tree,
-            ino,
-            idx,
-        };
-        let Some(e) = cairn_meta::get::<ExtentRecord>(&self.txn, self.view(), &key)
-            .await
-            .map_err(meta_err)?
-        else {
+    /// The plaintext of chunk `idx` of `ino` (empty for a hole).
+    async fn extent_data(&mut self, ino: u64, idx: u64) -> Result<Bytes> {
+        let g = self.group(ino, idx / MAP_SLOTS).await?;
+        let Some(Some(c)) = g.map.slots.get((idx % MAP_SLOTS) as usize).copied() else {
             return Ok(Bytes::new());
         };
         // A chunk staged earlier in this operation is not in the store yet.
-        if let Some(staged) = self.pending.staged(&e.hash) {
+        if let Some(staged) = self.pending.staged(&c.hash) {
             return Ok(staged);
         }
-        cairn_cas::read_chunk(&self.inner.kv, &e.hash, self.chunk_size as usize)
+        cairn_cas::read_chunk(&self.inner.kv, &c.hash, self.chunk_size as usize)
             .await
             .map_err(cas_err)
     }
@@ -427,6 +525,33 @@ impl<'a> Op<'a> {
         rec.size = size;
         Ok(())
     }
+}
+
+/// Chunks `first..=last` of `ino` as `view` sees them: `(chunk index,
+/// chunk)`, holes left out.
+pub(crate) async fn file_chunks(
+    inner: &Inner,
+    t: &Txn<'_>,
+    view: View,
+    ino: u64,
+    first: u64,
+    last: u64,
+) -> Result<Vec<(u64, ChunkRef)>> {
+    let groups = cairn_meta::list_extents(t, view, ino, first / MAP_SLOTS, last / MAP_SLOTS)
+        .await
+        .map_err(meta_err)?;
+    let kv = &inner.kv;
+    let maps =
+        futures::future::try_join_all(groups.iter().map(|(g, rec)| async move {
+            cairn_cas::read_map(kv, &rec.map).await.map(|m| (*g, m))
+        }))
+        .await
+        .map_err(cas_err)?;
+    Ok(maps
+        .iter()
+        .flat_map(|(g, m)| m.chunks().map(move |(i, c)| (g * MAP_SLOTS + i, c)))
+        .filter(|(idx, _)| (first..=last).contains(idx))
+        .collect())
 }
 
 fn is_zero(d: &[u8]) -> bool {

@@ -99,7 +99,7 @@ impl Engine {
                     if kind == KeyPrefix::Extent {
                         let e = Versioned::<ExtentRecord>::decode(v).map_err(|e| corrupt(k, e))?;
                         if let Some(e) = e.value {
-                            pending.incref(e.hash);
+                            pending.incref_map(e.map);
                         }
                     }
                     copied += 1;

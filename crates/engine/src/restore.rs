@@ -178,7 +178,7 @@ impl Engine {
                             idx,
                         };
                         cairn_meta::put_new(&mut op.txn, &op.tree, &key, e);
-                        op.pending.incref(e.hash);
+                        op.pending.incref_map(e.map);
                         report.extents += 1;
                     }
                 }

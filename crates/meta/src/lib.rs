@@ -12,9 +12,9 @@
 //! through to the origin at that generation; deleting in a clone writes a
 //! whiteout (a versioned "absent" record) so inherited keys stay hidden.
 //!
-//! Must never know: chunk bytes or refcounts (it returns the extents it
-//! dropped; the caller decrements their chunks), paths, permissions, NFS or
-//! protobuf.
+//! Must never know: chunk bytes, extent maps or refcounts (it returns the
+//! extent records it dropped; the caller releases their maps), paths,
+//! permissions, NFS or protobuf.
 
 use bytes::Bytes;
 use cairn_codec::{
@@ -247,8 +247,8 @@ pub async fn earliest_birth(r: &Txn<'_>, key: &HeadKey) -> Result<Option<u64>> {
 pub enum Retired<T> {
     /// There was no head version.
     Nothing,
-    /// No snapshot could see it: it is gone. If it was an extent, the caller
-    /// must drop its chunk reference in the same transaction.
+    /// No snapshot could see it: it is gone. If it was an extent record, the
+    /// caller must drop its map reference in the same transaction.
     Dropped(T),
     /// A snapshot can see it: it moved to history with a dead-list entry and
     /// still holds its references.
@@ -434,7 +434,7 @@ pub async fn list_dirents(
     }
 }
 
-/// Extents `first..=last` of `ino`, as `view` sees them.
+/// Extent records of groups `first..=last` of `ino`, as `view` sees them.
 pub async fn list_extents(
     r: &Txn<'_>,
     view: View,
@@ -644,8 +644,7 @@ mod tests {
 
     fn ext(b: u8) -> ExtentRecord {
         ExtentRecord {
-            hash: ChunkHash([b; 32]),
-            len: 10,
+            map: ChunkHash([b; 32]),
         }
     }
 

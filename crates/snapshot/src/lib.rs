@@ -216,7 +216,7 @@ pub async fn destroy_step(
         {
             let ver = Versioned::<ExtentRecord>::decode(&v).map_err(|e| corrupt(&hist, e))?;
             if let Some(e) = ver.value {
-                pending.decref(e.hash);
+                pending.decref_map(e.map);
             }
         }
         txn.delete(hist);
@@ -286,7 +286,7 @@ pub async fn rollback(
             if kind == KeyPrefix::Extent {
                 let ver = Versioned::<ExtentRecord>::decode(&v).map_err(|e| corrupt(&k, e))?;
                 if let Some(e) = ver.value {
-                    pending.decref(e.hash);
+                    pending.decref_map(e.map);
                 }
             }
             txn.delete(k.to_vec());
