@@ -1,8 +1,9 @@
 //! Values read back from storage: inode, directory-entry and extent records
-//! (with their birth/whiteout header) never panic on any bytes, and what
-//! decodes re-encodes to something that decodes the same.
+//! (with their birth/whiteout header) and extent maps never panic on any
+//! bytes, and what decodes re-encodes to something that decodes the same
+//! (for maps: to the same bytes, since a map's hash is its address).
 #![no_main]
-use cairn_codec::{DirentRecord, ExtentRecord, InodeRecord, Versioned};
+use cairn_codec::{DirentRecord, ExtentMap, ExtentRecord, InodeRecord, Versioned};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,5 +18,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(v) = Versioned::<ExtentRecord>::decode(data) {
         assert_eq!(Versioned::<ExtentRecord>::decode(&v.encode()).ok(), Some(v));
+    }
+    if let Ok(m) = ExtentMap::decode(data) {
+        assert_eq!(m.encode(), data, "a map has one encoding");
     }
 });
