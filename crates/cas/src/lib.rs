@@ -32,14 +32,24 @@ const STATS_KEY: &[u8] = b"cas.stats";
 /// What went wrong in the chunk store.
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
-    /// A chunk's bytes do not hash to its address, do not decompress, or a
-    /// referenced chunk is missing: the store is damaged. Never returns data.
+    /// A chunk's or map's bytes do not hash to its address or do not decode:
+    /// the store is damaged. Never returns data.
     #[error("chunk {hash} is corrupt: {reason}")]
     Corrupt {
         /// Hex of the chunk's address.
         hash: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A map or chunk looked up by address is not stored. Either a record
+    /// that names it was replaced while a lock-free reader held it (read
+    /// again), or the store is damaged.
+    #[error("{what} {hash} is missing")]
+    Missing {
+        /// `"chunk"` or `"map"`.
+        what: &'static str,
+        /// Hex of its address.
+        hash: String,
     },
     /// The key-value layer failed.
     #[error(transparent)]
@@ -116,7 +126,10 @@ pub fn decode_chunk(hash: &ChunkHash, stored: &[u8], max_len: usize) -> Result<B
 pub async fn read_chunk(kv: &Kv, hash: &ChunkHash, max_len: usize) -> Result<Bytes> {
     match kv.get(&Key::Chunk(*hash).encode()).await? {
         Some(stored) => decode_chunk(hash, &stored, max_len),
-        None => Err(corrupt(hash, "referenced chunk is missing")),
+        None => Err(CasError::Missing {
+            what: "chunk",
+            hash: hash.to_hex(),
+        }),
     }
 }
 
@@ -132,7 +145,10 @@ pub async fn refcount(kv: &Kv, hash: &ChunkHash) -> Result<u64> {
 pub async fn read_map(kv: &Kv, hash: &ChunkHash) -> Result<ExtentMap> {
     match kv.get(&Key::Map(*hash).encode()).await? {
         Some(stored) => decode_map(hash, &stored),
-        None => Err(corrupt_map(hash, "referenced map is missing")),
+        None => Err(CasError::Missing {
+            what: "map",
+            hash: hash.to_hex(),
+        }),
     }
 }
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_codec::{DirentRecord, FileKind, InodeRecord, Timestamp};
+use cairn_codec::{DirentRecord, FileKind, InodeRecord, MAP_SLOTS, Timestamp};
 use cairn_fs::{
-    Attr, CreateHow, Creds, DirEntry, DirPage, ErrorKind, Filesystem, FsInfo, FsStat, InodeId,
-    LINK_MAX, MAX_FILE_SIZE, PATH_MAX, SetAttr, SetTime, SpecialKind, access,
+    Attr, CreateHow, Creds, DirEntry, DirPage, ErrorKind, Filesystem, FsError, FsInfo, FsStat,
+    InodeId, LINK_MAX, MAX_FILE_SIZE, PATH_MAX, SetAttr, SetTime, SpecialKind, access,
 };
 use cairn_meta::View;
 
@@ -219,6 +219,64 @@ impl DatasetFs {
             .await
             .map_err(meta_err)?;
         Ok(page.is_empty())
+    }
+}
+
+/// How many times a read looks its extents up again after a map or chunk it
+/// was about to fetch vanished (a concurrent write freed it; reads take no
+/// lock). Past that, the object is really missing: the store is damaged.
+const READ_RETRIES: u32 = 8;
+
+impl DatasetFs {
+    /// The chunks covering bytes `offset..end` of `ino` as this view sees
+    /// them: `(chunk index, plaintext)`, holes left out. The inner error: a
+    /// map or chunk looked up was missing (see [`READ_RETRIES`]).
+    async fn read_chunks(
+        &self,
+        ino: u64,
+        offset: u64,
+        end: u64,
+    ) -> Result<std::result::Result<Vec<(u64, Bytes)>, FsError>> {
+        let cs = self.chunk_size as u64;
+        let (first, last) = (offset / cs, (end - 1) / cs);
+        let t = self.inner.kv.txn();
+        let groups =
+            cairn_meta::list_extents(&t, self.view, ino, first / MAP_SLOTS, last / MAP_SLOTS)
+                .await
+                .map_err(meta_err)?;
+        let kv = &self.inner.kv;
+        let maps = futures::future::try_join_all(groups.iter().map(|(g, rec)| async move {
+            cairn_cas::read_map(kv, &rec.map).await.map(|m| (*g, m))
+        }))
+        .await;
+        let maps = match maps {
+            Ok(m) => m,
+            Err(e) => return missing(e).map(Err),
+        };
+        let wanted = maps
+            .iter()
+            .flat_map(|(g, m)| m.chunks().map(move |(i, c)| (g * MAP_SLOTS + i, c)))
+            .filter(|(idx, _)| (first..=last).contains(idx));
+        let max = self.chunk_size as usize;
+        let chunks = futures::future::try_join_all(wanted.map(|(idx, c)| async move {
+            cairn_cas::read_chunk(kv, &c.hash, max)
+                .await
+                .map(|d| (idx, d))
+        }))
+        .await;
+        match chunks {
+            Ok(c) => Ok(Ok(c)),
+            Err(e) => missing(e).map(Err),
+        }
+    }
+}
+
+/// `Ok(error)` if `e` says an object was missing (worth reading again),
+/// else `e` as the read's error.
+fn missing(e: cairn_cas::CasError) -> Result<FsError> {
+    match e {
+        e @ cairn_cas::CasError::Missing { .. } => Ok(cas_err(e)),
+        e => Err(cas_err(e)),
     }
 }
 
@@ -438,20 +496,19 @@ impl Filesystem for DatasetFs {
                 eof,
             ));
         }
+        let mut retries = 0;
+        let chunks = loop {
+            match self.read_chunks(ino, offset, end).await? {
+                Ok(chunks) => break chunks,
+                Err(e) if retries < READ_RETRIES => {
+                    // A concurrent write replaced the record we had looked up.
+                    tracing::debug!(ino, %e, "read raced a write; reading again");
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let cs = self.chunk_size as u64;
-        let first = offset / cs;
-        let last = (end - 1) / cs;
-        let t = self.inner.kv.txn();
-        let extents = crate::ops::file_chunks(&self.inner, &t, self.view, ino, first, last).await?;
-        let kv = &self.inner.kv;
-        let max = self.chunk_size as usize;
-        let chunks = futures::future::try_join_all(extents.iter().map(|(idx, e)| async move {
-            cairn_cas::read_chunk(kv, &e.hash, max)
-                .await
-                .map(|d| (*idx, d))
-        }))
-        .await
-        .map_err(cas_err)?;
         let mut out = vec![0u8; (end - offset) as usize];
         for (idx, data) in chunks {
             let cstart = idx * cs;

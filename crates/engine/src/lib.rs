@@ -388,7 +388,9 @@ pub(crate) fn kv_err(e: KvError) -> FsError {
 pub(crate) fn cas_err(e: cairn_cas::CasError) -> FsError {
     match e {
         cairn_cas::CasError::Kv(e) => kv_err(e),
-        e @ cairn_cas::CasError::Corrupt { .. } => FsError::new(ErrorKind::Corrupt, e.to_string()),
+        e @ (cairn_cas::CasError::Corrupt { .. } | cairn_cas::CasError::Missing { .. }) => {
+            FsError::new(ErrorKind::Corrupt, e.to_string())
+        }
     }
 }
 

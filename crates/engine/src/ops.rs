@@ -527,33 +527,6 @@ impl<'a> Op<'a> {
     }
 }
 
-/// Chunks `first..=last` of `ino` as `view` sees them: `(chunk index,
-/// chunk)`, holes left out.
-pub(crate) async fn file_chunks(
-    inner: &Inner,
-    t: &Txn<'_>,
-    view: View,
-    ino: u64,
-    first: u64,
-    last: u64,
-) -> Result<Vec<(u64, ChunkRef)>> {
-    let groups = cairn_meta::list_extents(t, view, ino, first / MAP_SLOTS, last / MAP_SLOTS)
-        .await
-        .map_err(meta_err)?;
-    let kv = &inner.kv;
-    let maps =
-        futures::future::try_join_all(groups.iter().map(|(g, rec)| async move {
-            cairn_cas::read_map(kv, &rec.map).await.map(|m| (*g, m))
-        }))
-        .await
-        .map_err(cas_err)?;
-    Ok(maps
-        .iter()
-        .flat_map(|(g, m)| m.chunks().map(move |(i, c)| (g * MAP_SLOTS + i, c)))
-        .filter(|(idx, _)| (first..=last).contains(idx))
-        .collect())
-}
-
 fn is_zero(d: &[u8]) -> bool {
     let words = d.chunks_exact(8);
     let rest = words.remainder();
