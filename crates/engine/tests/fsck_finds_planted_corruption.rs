@@ -1,5 +1,5 @@
-//! fsck reports planted corruption: a wrong refcount, a flipped chunk byte, a
-//! dangling entry, a wrong link count; reads of a damaged chunk fail instead
+//! fsck reports planted corruption: a wrong refcount, a flipped chunk or map byte, a
+//! dangling entry, a wrong link count; reads of a damaged chunk or map fail instead
 //! of returning wrong bytes.
 
 use cairn_codec::{ChunkHash, HeadKey, InodeRecord, Key, KeyPrefix, Versioned, encode_u64};
@@ -114,4 +114,28 @@ async fn leaked_chunk_is_reported() {
     t.commit().await.expect("plant");
     let r = engine.fsck().await.expect("fsck");
     assert!(classes(&r).contains(&"leak"), "{r}");
+}
+
+#[tokio::test]
+async fn flipped_map_byte_is_reported_and_never_read() {
+    let (engine, ino) = setup().await;
+    let kv = engine.kv_for_tests();
+    let (start, end) = Key::prefix_range(KeyPrefix::Map);
+    let (k, v) = kv.scan(&start, &end, 1).await.expect("scan")[0].clone();
+    let mut bad = v.to_vec();
+    // A chunk length byte: still decodes, no longer matches its address.
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    let mut t = kv.txn();
+    t.put(k.to_vec(), bad);
+    t.commit().await.expect("plant");
+    let r = engine.fsck().await.expect("fsck");
+    assert!(classes(&r).contains(&"checksum"), "{r}");
+    let e = engine
+        .root_dataset()
+        .await
+        .read(&Creds::root(), ino, 0, 65536)
+        .await
+        .expect_err("a read through the damaged map must fail");
+    assert_eq!(e.kind, ErrorKind::Corrupt, "{e}");
 }
