@@ -292,40 +292,44 @@ impl Pending {
         }
         // Maps first: storing one references its chunks, deleting one
         // releases them.
+        let (created, freed) = apply_counts(txn, Level::Maps, &self.maps, |h| {
+            !self.staged_maps.contains_key(h)
+        })
+        .await?;
         let mut chunks: HashMap<ChunkHash, i64> = HashMap::new();
-        for (hash, delta) in &self.maps {
-            let blind = !self.staged_maps.contains_key(hash);
-            let Some(change) = apply_count(txn, Key::MapRef(*hash), *delta, blind, |r| {
-                corrupt_map(hash, r)
-            })
-            .await?
-            else {
-                continue;
-            };
-            let map_key = Key::Map(*hash).encode();
-            let (map, sign) = match change {
-                Change::Created => {
-                    let Some(map) = self.staged_maps.get(hash) else {
-                        return Err(corrupt_map(hash, "referenced before it was stored"));
-                    };
-                    txn.put(map_key, map.encode());
-                    (map.clone(), 1)
-                }
-                Change::Freed => {
-                    let map = match self.staged_maps.get(hash) {
-                        Some(m) => m.clone(),
-                        None => match txn.get(&map_key).await? {
-                            Some(stored) => decode_map(hash, &stored)?,
-                            None => return Err(corrupt_map(hash, "freed map is missing")),
-                        },
-                    };
-                    txn.delete(map_key);
-                    (map, -1)
-                }
-            };
+        let mut count = |map: &ExtentMap, sign: i64| {
             for (_, c) in map.chunks() {
                 *chunks.entry(c.hash).or_default() += sign;
             }
+        };
+        for hash in created {
+            let Some(map) = self.staged_maps.get(&hash) else {
+                return Err(corrupt_map(&hash, "referenced before it was stored"));
+            };
+            count(map, 1);
+            txn.put(Key::Map(hash).encode(), map.encode());
+        }
+        let keys: Vec<Vec<u8>> = freed.iter().map(|h| Key::Map(*h).encode()).collect();
+        for (hash, stored) in freed.iter().zip(get_all(txn, &keys).await?) {
+            match (self.staged_maps.get(hash), stored) {
+                (Some(map), _) => count(map, -1),
+                (None, Some(stored)) => count(&decode_map(hash, &stored)?, -1),
+                (None, None) => return Err(corrupt_map(hash, "freed map is missing")),
+            }
+        }
+        for key in keys {
+            txn.delete(key);
+        }
+
+        // Then chunks. A chunk gaining references without staged content is
+        // named by a map already stored (its slot was kept): it stays, so its
+        // count is added to blindly.
+        let (created, freed) = apply_counts(txn, Level::Chunks, &chunks, |h| {
+            !self.staged.contains_key(h)
+        })
+        .await?;
+        if created.is_empty() && freed.is_empty() {
+            return Ok(());
         }
         let stats_key = Key::Meta(STATS_KEY.to_vec()).encode();
         let mut st = match txn.get(&stats_key).await? {
@@ -335,96 +339,87 @@ impl Pending {
             })?,
             None => ChunkStats::default(),
         };
-        let mut changed = false;
-        for (hash, delta) in &chunks {
-            // A chunk gaining references without staged content is named by
-            // a map already stored (its slot was kept): it stays, so the
-            // count is added to blindly.
-            let blind = !self.staged.contains_key(hash);
-            let Some(change) =
-                apply_count(txn, Key::Ref(*hash), *delta, blind, |r| corrupt(hash, r)).await?
-            else {
-                continue;
+        for hash in created {
+            let Some(data) = self.staged.get(&hash) else {
+                return Err(corrupt(&hash, "referenced before it was stored"));
             };
-            let chunk_key = Key::Chunk(*hash).encode();
-            match change {
-                Change::Created => {
-                    let Some(data) = self.staged.get(hash) else {
-                        return Err(corrupt(hash, "referenced before it was stored"));
-                    };
-                    let stored = encode_chunk_as(data, !self.raw);
-                    st.chunks += 1;
-                    st.stored_bytes += stored.len() as u64;
-                    st.plain_bytes += data.len() as u64;
-                    txn.put(chunk_key, stored);
-                }
-                Change::Freed => {
-                    if let Some(stored) = txn.get(&chunk_key).await? {
-                        st.chunks = st.chunks.saturating_sub(1);
-                        st.stored_bytes = st.stored_bytes.saturating_sub(stored.len() as u64);
-                        let plain = chunk_plain_len(&stored);
-                        st.plain_bytes = st.plain_bytes.saturating_sub(plain);
-                    }
-                    txn.delete(chunk_key);
-                }
-            }
-            changed = true;
+            let stored = encode_chunk_as(data, !self.raw);
+            st.chunks += 1;
+            st.stored_bytes += stored.len() as u64;
+            st.plain_bytes += data.len() as u64;
+            txn.put(Key::Chunk(hash).encode(), stored);
         }
-        if changed {
-            txn.put(stats_key, st.encode());
+        let keys: Vec<Vec<u8>> = freed.iter().map(|h| Key::Chunk(*h).encode()).collect();
+        for stored in get_all(txn, &keys).await?.into_iter().flatten() {
+            st.chunks = st.chunks.saturating_sub(1);
+            st.stored_bytes = st.stored_bytes.saturating_sub(stored.len() as u64);
+            st.plain_bytes = st.plain_bytes.saturating_sub(chunk_plain_len(&stored));
         }
+        for key in keys {
+            txn.delete(key);
+        }
+        txn.put(stats_key, st.encode());
         Ok(())
     }
 }
 
-/// What a count change did to the counted object.
-enum Change {
-    /// The count left zero: store the object.
-    Created,
-    /// The count reached zero: delete the object.
-    Freed,
+/// Read `keys` through `txn`, concurrently (a batch's reads would otherwise
+/// wait on each other: a snapshot delete reads thousands of counts).
+async fn get_all(txn: &Txn<'_>, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>> {
+    Ok(futures::future::try_join_all(keys.iter().map(|k| txn.get(k))).await?)
 }
 
-/// Add `delta` to the counter at `key`. A positive delta is added without
-/// reading the count if `blind` (the object is known to be stored and
-/// referenced); otherwise the count is read and written back. Returns the
-/// object's fate when its count leaves or reaches zero; `corrupt` makes the
-/// error if the count would go negative or does not decode.
-async fn apply_count(
+/// Add each delta to the refcount of that object of `level`. A positive
+/// delta is added without reading the count if `blind` says the object is
+/// known to be stored and referenced; other counts are read (all at once)
+/// and written back. Returns the objects whose count left zero (to store)
+/// and those whose count reached zero (to delete). Fails if a count would go
+/// negative or does not decode.
+async fn apply_counts(
     txn: &mut Txn<'_>,
-    key: Key,
-    delta: i64,
-    blind: bool,
-    corrupt: impl Fn(String) -> CasError,
-) -> Result<Option<Change>> {
-    if delta == 0 {
-        return Ok(None);
-    }
-    let key = key.encode();
-    if delta > 0 && blind {
-        txn.add(key, delta.unsigned_abs())?;
-        return Ok(None);
-    }
-    let old = match txn.get(&key).await? {
-        Some(v) => decode_u64(&v).map_err(|e| corrupt(format!("refcount: {e}")))?,
-        None => 0,
+    level: Level,
+    deltas: &HashMap<ChunkHash, i64>,
+    blind: impl Fn(&ChunkHash) -> bool,
+) -> Result<(Vec<ChunkHash>, Vec<ChunkHash>)> {
+    let bad = |h: &ChunkHash, reason: String| match level {
+        Level::Maps => corrupt_map(h, reason),
+        Level::Chunks => corrupt(h, reason),
     };
-    let new = old as i128 + delta as i128;
-    if new < 0 {
-        return Err(corrupt(format!(
-            "refcount would go negative ({old} {delta:+})"
-        )));
+    let mut read = Vec::new();
+    for (hash, delta) in deltas {
+        match *delta {
+            0 => {}
+            d if d > 0 && blind(hash) => txn.add(level.count_key(*hash), d.unsigned_abs())?,
+            d => read.push((*hash, d)),
+        }
     }
-    if new == 0 {
-        txn.delete(key);
-    } else {
-        txn.put(key, encode_u64(new as u64));
+    let keys: Vec<Vec<u8>> = read.iter().map(|(h, _)| level.count_key(*h)).collect();
+    let olds = get_all(txn, &keys).await?;
+    let (mut created, mut freed) = (Vec::new(), Vec::new());
+    for (((hash, delta), key), old) in read.into_iter().zip(keys).zip(olds) {
+        let old = match old {
+            Some(v) => decode_u64(&v).map_err(|e| bad(&hash, format!("refcount: {e}")))?,
+            None => 0,
+        };
+        let new = old as i128 + delta as i128;
+        if new < 0 {
+            return Err(bad(
+                &hash,
+                format!("refcount would go negative ({old} {delta:+})"),
+            ));
+        }
+        if new == 0 {
+            txn.delete(key);
+        } else {
+            txn.put(key, encode_u64(new as u64));
+        }
+        match (old, new) {
+            (0, n) if n > 0 => created.push(hash),
+            (o, 0) if o > 0 => freed.push(hash),
+            _ => {}
+        }
     }
-    Ok(match (old, new) {
-        (0, n) if n > 0 => Some(Change::Created),
-        (o, 0) if o > 0 => Some(Change::Freed),
-        _ => None,
-    })
+    Ok((created, freed))
 }
 
 /// Replace the store-wide statistics (gc recomputes them from the chunks).
