@@ -188,7 +188,11 @@ impl State {
     /// Log an engine error by its severity and turn it into a status.
     pub(crate) fn fail(&self, e: &FsError) -> nfsstat3 {
         match e.kind {
-            ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::Poisoned | ErrorKind::Busy => {
+            ErrorKind::Io
+            | ErrorKind::Corrupt
+            | ErrorKind::Poisoned
+            | ErrorKind::Busy
+            | ErrorKind::NoSpace => {
                 tracing::warn!(kind = ?e.kind, error = %e, "NFS request failed");
             }
             _ => tracing::debug!(kind = ?e.kind, error = %e, "NFS request refused"),

@@ -43,7 +43,12 @@ async fn long_write_keeps_rss_under_512_mib() {
             w[..8].copy_from_slice(&((i * 16 + j) as u64).to_le_bytes());
         }
         if let Err(status) = write_unstable(&mut c, &fh, (i * MIB) as u64, &base).await {
-            panic!("write {i} failed: {status:?}");
+            let log = s.stderr();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "write {i} failed: {status:?} (the store needs about 9 GiB free); server log ends:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         if (i + 1) % 256 == 0 || i + 1 == total {
             commit(&mut c, &fh).await;

@@ -81,6 +81,10 @@ pub struct Storage {
     /// Bound of the local block cache in front of the object store.
     #[serde(deserialize_with = "de_size")]
     pub cache_size_bytes: u64,
+    /// Free space a local store's filesystem keeps: writes of new data are
+    /// refused (ENOSPC) below it, so compaction and deletes still have room.
+    #[serde(deserialize_with = "de_size")]
+    pub reserve_bytes: u64,
     /// Extra object store options (credentials, endpoint, region, ...),
     /// passed to `object_store` as given (`aws_access_key_id`, ...).
     pub options: BTreeMap<String, String>,
@@ -93,6 +97,7 @@ impl Default for Storage {
             chunk_size_bytes: 64 * 1024,
             compression: Compression::Lz4,
             cache_size_bytes: 64 * 1024 * 1024,
+            reserve_bytes: 1024 * 1024 * 1024,
             options: BTreeMap::new(),
         }
     }
@@ -368,6 +373,9 @@ chunk_size_bytes = "64KiB"
 compression = "lz4"
 # Local cache of object store blocks, so re-reads do not go back to S3.
 cache_size_bytes = "64MiB"
+# A local store's filesystem keeps this much free: new data is refused
+# (ENOSPC) below it, so compaction, deletes and snapshot deletes still work.
+reserve_bytes = "1GiB"
 
 # Object store settings, passed to object_store as given. The standard
 # AWS_* / GOOGLE_* / AZURE_* environment variables are read as well.

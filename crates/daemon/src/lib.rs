@@ -53,6 +53,9 @@ pub fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A log write that fails (its disk is full) must not panic the
+        // task that logged: that task may be SlateDB's compactor.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -73,6 +76,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
             kv: KvOptions {
                 object_store_options: config.storage.options.clone().into_iter().collect(),
                 cache_bytes: Some(config.storage.cache_size_bytes),
+                reserve_bytes: Some(config.storage.reserve_bytes),
                 ..Default::default()
             },
         },

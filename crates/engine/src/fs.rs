@@ -547,6 +547,8 @@ impl Filesystem for DatasetFs {
         if data.is_empty() {
             return Ok(self.attr(ino, &rec));
         }
+        // New data needs room; refuse it while deletes still have some.
+        self.inner.kv.check_space().map_err(kv_err)?;
         op.write_data(ino, &mut rec, offset, data).await?;
         if creds.uid != 0 && rec.mode & 0o6000 != 0 {
             // A write by anyone but root clears setuid/setgid (Linux).
@@ -1042,9 +1044,16 @@ impl Filesystem for DatasetFs {
             .unwrap_or(0)
         };
         let used = st.stored_bytes;
+        let (total_bytes, free_bytes) = match self.inner.kv.space().map_err(kv_err)? {
+            Some(sp) => (sp.total, sp.available.saturating_sub(sp.reserve)),
+            None => (
+                REPORTED_CAPACITY_BYTES.max(used),
+                REPORTED_CAPACITY_BYTES.saturating_sub(used),
+            ),
+        };
         Ok(FsStat {
-            total_bytes: REPORTED_CAPACITY_BYTES.max(used),
-            free_bytes: REPORTED_CAPACITY_BYTES.saturating_sub(used),
+            total_bytes,
+            free_bytes,
             used_bytes: used,
             total_files: REPORTED_CAPACITY_FILES,
             free_files: REPORTED_CAPACITY_FILES.saturating_sub(inodes),

@@ -49,7 +49,9 @@ pub const ROOT_INO: u64 = 1;
 /// pack a view id and an inode number into one 64-bit file id, and keep
 /// 2^40 - 1 for a virtual directory of their own.
 pub const MAX_INO: u64 = (1 << 40) - 2;
-/// Capacity reported by fsstat (object stores have no fixed size): 1 PiB.
+/// Capacity reported by fsstat for object stores, which have no fixed
+/// size: 1 PiB. A local store reports its filesystem's size and free space
+/// less the reserve ([`cairn_kv::DEFAULT_RESERVE_BYTES`]).
 pub const REPORTED_CAPACITY_BYTES: u64 = 1 << 50;
 /// Inode capacity reported by fsstat.
 pub const REPORTED_CAPACITY_FILES: u64 = 1 << 40;
@@ -370,6 +372,7 @@ pub(crate) fn kv_err(e: KvError) -> FsError {
         KvErrorKind::Poisoned => ErrorKind::Poisoned,
         KvErrorKind::Invalid => ErrorKind::Invalid,
         KvErrorKind::Locked => ErrorKind::Busy,
+        KvErrorKind::NoSpace => ErrorKind::NoSpace,
         KvErrorKind::Unavailable
         | KvErrorKind::Fenced
         | KvErrorKind::Closed

@@ -99,6 +99,9 @@ pub enum KvErrorKind {
     Poisoned,
     /// Another process holds the store open: stop it, or use another store.
     Locked,
+    /// The filesystem holding a local store is (nearly) full: free space
+    /// or delete data, then retry.
+    NoSpace,
     /// A bug or an unexpected internal failure.
     Internal,
 }
@@ -261,7 +264,19 @@ pub struct KvOptions {
     /// 100 ms doubling to 1 s) before the operation fails; `None`:
     /// [`DEFAULT_OBJECT_STORE_RETRIES`].
     pub max_retries: Option<u32>,
+    /// Free space a local store's filesystem must keep: writes that add
+    /// data are refused with [`KvErrorKind::NoSpace`] below it (see
+    /// [`Kv::check_space`]), so SlateDB's compactions and deletes still
+    /// have room; `None`: [`DEFAULT_RESERVE_BYTES`].
+    pub reserve_bytes: Option<u64>,
 }
+
+/// Default free space kept on a local store's filesystem: 1 GiB. A full
+/// filesystem does not fail SlateDB's writes cleanly: its compactions fail,
+/// level 0 fills, and every write then waits for a flush that never comes.
+/// Refusing new data while this much is still free keeps the store usable
+/// (reads, deletes, snapshot deletes) and the errors clear.
+pub const DEFAULT_RESERVE_BYTES: u64 = 1 << 30;
 
 /// Default retries of a failing object store request: 8, about 5 s of
 /// backoff. After that the operation fails (and a failed write poisons the
@@ -384,6 +399,18 @@ pub struct Kv {
     /// The writer lease of a remote store.
     lease: Option<lease::Lease>,
     requests: Arc<counting::Counters>,
+    reserve: u64,
+}
+
+/// Space on the filesystem holding a local store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Size of the filesystem.
+    pub total: u64,
+    /// Bytes available to this process (what `df` calls available).
+    pub available: u64,
+    /// Bytes the store keeps free ([`KvOptions::reserve_bytes`]).
+    pub reserve: u64,
 }
 
 /// Name of the lock file in a local store's directory.
@@ -519,7 +546,45 @@ impl Kv {
             _lock: lock,
             lease,
             requests,
+            reserve: options.reserve_bytes.unwrap_or(DEFAULT_RESERVE_BYTES),
         })
+    }
+
+    /// Space on the filesystem holding a local store; `None` for memory
+    /// and remote stores (an object store has no size to report).
+    pub fn space(&self) -> Result<Option<Space>> {
+        let StoreKind::Local(dir) = &self.url.kind else {
+            return Ok(None);
+        };
+        let st = rustix::fs::statvfs(dir).map_err(|e| {
+            KvError::new(
+                KvErrorKind::Unavailable,
+                format!("cannot read free space of {}: {e}", dir.display()),
+            )
+        })?;
+        Ok(Some(Space {
+            total: st.f_blocks.saturating_mul(st.f_frsize),
+            available: st.f_bavail.saturating_mul(st.f_frsize),
+            reserve: self.reserve,
+        }))
+    }
+
+    /// Refuse with [`KvErrorKind::NoSpace`] when the filesystem holding a
+    /// local store has less than the reserve free. Callers ask before
+    /// writes that add data; writes that free space go ahead.
+    pub fn check_space(&self) -> Result<()> {
+        match self.space()? {
+            Some(s) if s.available < s.reserve => Err(KvError::new(
+                KvErrorKind::NoSpace,
+                format!(
+                    "no space left for store {}: {} MiB free, below the {} MiB kept free for compaction and deletes",
+                    self.url.display,
+                    s.available >> 20,
+                    s.reserve >> 20
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The store's location, safe to print.
@@ -1089,6 +1154,34 @@ mod tests {
         drop(first);
         let again = Kv::open(&url, KvOptions::default()).await?;
         again.close().await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_local_store_below_its_reserve_refuses_new_data() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("cairn-kv-space-{}", std::process::id()));
+        let url = format!("file://{}", dir.display());
+        let opts = |reserve| KvOptions {
+            reserve_bytes: Some(reserve),
+            ..Default::default()
+        };
+        let kv = Kv::open(&url, opts(0)).await?;
+        let sp = kv.space()?.map(|s| (s.total > 0, s.available <= s.total));
+        assert_eq!(sp, Some((true, true)), "a local store has a disk");
+        kv.check_space()?;
+        kv.close().await?;
+        drop(kv);
+        let kv = Kv::open(&url, opts(u64::MAX)).await?;
+        let err = kv.check_space().err().map(|e| (e.kind, e.message));
+        assert!(
+            matches!(&err, Some((KvErrorKind::NoSpace, m)) if m.contains(&dir.display().to_string()) && m.contains("MiB free")),
+            "{err:?}"
+        );
+        kv.close().await?;
+        let mem = Kv::open("memory://", opts(u64::MAX)).await?;
+        assert_eq!(mem.space()?, None, "an object store has no disk");
+        mem.check_space()?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }
