@@ -30,10 +30,7 @@ async fn writes_past_the_reserve_get_nospc_and_lose_nothing() {
         .await
         .expect("write");
     drop(c);
-    let (status, log) = tokio::task::spawn_blocking(move || s.stop())
-        .await
-        .expect("stop");
-    assert!(status.success(), "{log}");
+    stop_ok(s).await;
 
     // 1 PiB free is more than any test machine has: the disk counts as full.
     let full = config(d.path(), "1048576GiB");
@@ -74,10 +71,7 @@ async fn writes_past_the_reserve_get_nospc_and_lose_nothing() {
         "the server log names the store and its reserve:\n{log}"
     );
     drop(c);
-    let (status, log) = tokio::task::spawn_blocking(move || s.stop())
-        .await
-        .expect("stop");
-    assert!(status.success(), "{log}");
+    stop_ok(s).await;
 
     // With room again, the data is intact and writes work.
     let s = Server::nfs(&store, &[]);
@@ -93,8 +87,5 @@ async fn writes_past_the_reserve_get_nospc_and_lose_nothing() {
         .await
         .expect("write with room");
     drop(c);
-    let (status, log) = tokio::task::spawn_blocking(move || s.stop())
-        .await
-        .expect("stop");
-    assert!(status.success(), "{log}");
+    stop_ok(s).await;
 }

@@ -61,8 +61,5 @@ async fn long_write_keeps_rss_under_512_mib() {
         "server peak RSS {peak} MiB after writing {total} MiB (bound 512 MiB)"
     );
     drop(c);
-    let (status, log) = tokio::task::spawn_blocking(move || s.stop())
-        .await
-        .expect("stop");
-    assert!(status.success(), "{log}");
+    stop_ok(s).await;
 }

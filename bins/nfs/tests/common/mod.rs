@@ -329,3 +329,12 @@ pub fn store() -> (tempfile::TempDir, String) {
     let url = format!("file://{}", d.path().join("store").display());
     (d, url)
 }
+
+/// Stop a server with SIGTERM (off the async runtime) and assert it exited
+/// cleanly, printing its log if not.
+pub async fn stop_ok(s: Server) {
+    let (status, log) = tokio::task::spawn_blocking(move || s.stop())
+        .await
+        .expect("stop");
+    assert!(status.success(), "{log}");
+}
