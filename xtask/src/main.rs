@@ -170,21 +170,27 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(target.join("debug/examples/crash")).args(&args[1..]))
         }
         Some("bench-nfs") => {
+            // bench-nfs [MiB] [BIG_MIB] [ROUNDS]: the store figures at MiB,
+            // then the nfs-cp comparison with Ganesha at BIG_MIB.
             run(cargo().args(["build", "--release", "-p", "cairn-nfs", "--bins"]))?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "cairn-nfs",
-                    "--example",
-                    "throughput",
-                    "--",
-                ])
-                .args(&args[1..]))
+            let example = |name: &str, rest: &[String]| {
+                run(cargo()
+                    .args([
+                        "run",
+                        "--release",
+                        "-p",
+                        "cairn-nfs",
+                        "--example",
+                        name,
+                        "--",
+                    ])
+                    .args(rest))
+            };
+            example("throughput", &args[1..args.len().min(2)])?;
+            example("vs_ganesha", &args[args.len().min(2)..])
         }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }

@@ -1,10 +1,13 @@
 //! Content-addressed chunk store with exact refcounts.
 //!
-//! Owns: chunk bytes keyed by the BLAKE3 hash of their plaintext, compressed
-//! with LZ4 when that helps, verified against the hash on every read; extent
-//! maps (lists of chunk addresses, [`ExtentMap`]) keyed by the hash of their
-//! encoding, verified the same way; one refcount per chunk and per map;
-//! store-wide chunk statistics.
+//! Owns: the chunk index (BLAKE3 hash of a chunk's plaintext -> its
+//! [`Location`] in a pack object, see `cairn-pack`), new chunks appended as
+//! frames (LZ4 when that helps) to the open pack, chunks read back in
+//! batches and verified against their hash on every read; extent maps
+//! (lists of chunk addresses, [`ExtentMap`]) keyed by the hash of their
+//! encoding, verified the same way; one refcount per chunk and per map; the
+//! live chunks and bytes of each pack ([`PackLive`]); store-wide chunk
+//! statistics.
 //!
 //! Two levels of references: extent records name maps, maps name chunks.
 //! refcount(map) == number of extent records naming it (the caller's
@@ -12,12 +15,14 @@
 //! (kept here: storing a map adds one to each of its chunks, deleting it takes
 //! one away). Changes are collected in a [`Pending`] set and applied inside
 //! the caller's transaction, so counts change in the same atomic batch as the
-//! records that name them; whatever reaches zero is deleted in that batch.
+//! records that name them; whatever reaches zero is deleted in that batch,
+//! and its bytes leave its pack's live count in that batch too.
 //!
 //! Must never know: paths, inodes, datasets, snapshots, NFS or protobuf. It
 //! sees hashes, maps and bytes only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_codec::{ChunkHash, ExtentMap, Key, KeyPrefix, decode_u64, encode_u64};
@@ -25,9 +30,12 @@ use cairn_kv::{Kv, KvError, Txn};
 
 pub use cairn_codec::ChunkHash as Hash;
 
-const CODEC_RAW: u8 = 0;
-const CODEC_LZ4: u8 = 1;
 const STATS_KEY: &[u8] = b"cas.stats";
+
+pub use cairn_pack::{
+    DEFAULT_CACHE_BYTES, DEFAULT_PACK_BYTES, DirEntry, Location, PackError, PackStore, Packer,
+    decode_frame, encode_frame, parse_pack,
+};
 
 /// What went wrong in the chunk store.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +54,14 @@ pub enum CasError {
     /// again), or the store is damaged.
     #[error("{what} {hash} is missing")]
     Missing {
-        /// `"chunk"` or `"map"`.
+        /// `"chunk"`, `"map"` or `"pack"`.
         what: &'static str,
-        /// Hex of its address.
+        /// Hex of its address (a pack's id).
         hash: String,
     },
+    /// The object store failed a pack request: retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The key-value layer failed.
     #[error(transparent)]
     Kv(#[from] KvError),
@@ -66,71 +77,127 @@ fn corrupt(hash: &ChunkHash, reason: impl Into<String>) -> CasError {
     }
 }
 
-/// Encode a chunk for storage: `[codec][payload]`, LZ4 only when it saves space.
-pub fn encode_chunk(data: &[u8]) -> Vec<u8> {
-    encode_chunk_as(data, true)
-}
-
-/// Encode a chunk for storage, trying LZ4 only if `compress`.
-pub fn encode_chunk_as(data: &[u8], compress: bool) -> Vec<u8> {
-    let compressed = if compress {
-        lz4_flex::compress_prepend_size(data)
-    } else {
-        Vec::new()
-    };
-    if compress && compressed.len() < data.len() {
-        let mut out = Vec::with_capacity(compressed.len() + 1);
-        out.push(CODEC_LZ4);
-        out.extend_from_slice(&compressed);
-        out
-    } else {
-        let mut out = Vec::with_capacity(data.len() + 1);
-        out.push(CODEC_RAW);
-        out.extend_from_slice(data);
-        out
-    }
-}
-
-/// Decode stored chunk bytes and verify them against `hash`.
-pub fn decode_chunk(hash: &ChunkHash, stored: &[u8], max_len: usize) -> Result<Bytes> {
-    let Some((&codec, payload)) = stored.split_first() else {
-        return Err(corrupt(hash, "empty record"));
-    };
-    let data = match codec {
-        CODEC_RAW => Bytes::copy_from_slice(payload),
-        CODEC_LZ4 => {
-            if payload.len() < 4 {
-                return Err(corrupt(hash, "truncated lz4 header"));
-            }
-            let declared = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
-            if declared as usize > max_len {
-                return Err(corrupt(
-                    hash,
-                    format!("declared length {declared} exceeds {max_len}"),
-                ));
-            }
-            Bytes::from(
-                lz4_flex::decompress_size_prepended(payload)
-                    .map_err(|e| corrupt(hash, format!("lz4: {e}")))?,
-            )
+impl From<PackError> for CasError {
+    fn from(e: PackError) -> Self {
+        match e {
+            PackError::BadFrame { hash, reason } => CasError::Corrupt { hash, reason },
+            PackError::Corrupt { pack, reason } => CasError::Corrupt {
+                hash: format!("pack {pack:016x}"),
+                reason,
+            },
+            PackError::Missing { pack } => CasError::Missing {
+                what: "pack",
+                hash: format!("{pack:016x}"),
+            },
+            PackError::Store(m) => CasError::Unavailable(m),
         }
-        other => return Err(corrupt(hash, format!("unknown codec {other}"))),
-    };
-    if ChunkHash::of(&data) != *hash {
-        return Err(corrupt(hash, "content does not match its hash"));
     }
-    Ok(data)
 }
 
-/// Read and verify one chunk.
-pub async fn read_chunk(kv: &Kv, hash: &ChunkHash, max_len: usize) -> Result<Bytes> {
+/// Where chunk `hash` is stored, from the index.
+pub async fn locate(kv: &Kv, hash: &ChunkHash) -> Result<Location> {
     match kv.get(&Key::Chunk(*hash).encode()).await? {
-        Some(stored) => decode_chunk(hash, &stored, max_len),
+        Some(v) => decode_location(hash, &v),
         None => Err(CasError::Missing {
             what: "chunk",
             hash: hash.to_hex(),
         }),
     }
+}
+
+/// Decode an index entry.
+pub fn decode_location(hash: &ChunkHash, v: &[u8]) -> Result<Location> {
+    Location::decode(v).ok_or_else(|| corrupt(hash, "index entry is malformed"))
+}
+
+/// Read and verify one chunk.
+pub async fn read_chunk(
+    kv: &Kv,
+    packer: &Packer,
+    hash: &ChunkHash,
+    max_len: usize,
+) -> Result<Bytes> {
+    let mut v = read_chunks(kv, packer, std::slice::from_ref(hash), max_len).await?;
+    Ok(v.pop().unwrap_or_default())
+}
+
+/// Read and verify chunks: their locations are looked up together, then
+/// the frames of each pack are fetched with coalesced ranged reads.
+pub async fn read_chunks(
+    kv: &Kv,
+    packer: &Packer,
+    hashes: &[ChunkHash],
+    max_len: usize,
+) -> Result<Vec<Bytes>> {
+    let locs = futures::future::try_join_all(hashes.iter().map(|h| locate(kv, h))).await?;
+    let frames = packer.read_frames(&locs).await?;
+    hashes
+        .iter()
+        .zip(frames)
+        .map(|(h, f)| Ok(decode_frame(h, &f, max_len)?))
+        .collect()
+}
+
+/// Live chunks and bytes of one pack, kept in the same batches as the
+/// index entries that point into it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackLive {
+    /// Index entries pointing into the pack.
+    pub chunks: u64,
+    /// Their frame bytes.
+    pub bytes: u64,
+}
+
+impl PackLive {
+    /// Encode as a record value.
+    pub fn encode(&self) -> Vec<u8> {
+        cairn_codec::encode_u64s(&[self.chunks, self.bytes])
+    }
+
+    /// Decode a record value.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let [chunks, bytes] = cairn_codec::decode_u64s(b)?;
+        Some(Self { chunks, bytes })
+    }
+}
+
+/// The live record of pack `id` as `txn` sees it.
+pub async fn pack_live(txn: &Txn<'_>, id: u64) -> Result<PackLive> {
+    match txn.get(&Key::Pack(id).encode()).await? {
+        Some(b) => PackLive::decode(&b).ok_or_else(|| CasError::Corrupt {
+            hash: format!("pack {id:016x}"),
+            reason: "live-bytes record is malformed".into(),
+        }),
+        None => Ok(PackLive::default()),
+    }
+}
+
+/// Add signed deltas `(chunks, bytes)` to packs' live records in `txn`.
+/// A pack left with nothing live keeps a zero record until gc deletes it.
+pub async fn add_pack_live(txn: &mut Txn<'_>, deltas: &HashMap<u64, (i64, i64)>) -> Result<()> {
+    let mut ids: Vec<u64> = deltas.keys().copied().collect();
+    ids.sort_unstable();
+    let olds = futures::future::try_join_all(ids.iter().map(|id| pack_live(txn, *id))).await?;
+    for (id, old) in ids.into_iter().zip(olds) {
+        let (dc, db) = deltas[&id];
+        let chunks = old.chunks as i128 + dc as i128;
+        let bytes = old.bytes as i128 + db as i128;
+        if chunks < 0 || bytes < 0 {
+            return Err(CasError::Corrupt {
+                hash: format!("pack {id:016x}"),
+                reason: format!(
+                    "live count would go negative ({} chunks {dc:+}, {} bytes {db:+})",
+                    old.chunks, old.bytes
+                ),
+            });
+        }
+        let new = PackLive {
+            chunks: chunks as u64,
+            bytes: bytes as u64,
+        };
+        txn.put(Key::Pack(id).encode(), new.encode());
+    }
+    Ok(())
 }
 
 /// Read a chunk's refcount (0 if it has none).
@@ -212,6 +279,13 @@ pub async fn stats(kv: &Kv) -> Result<ChunkStats> {
     }
 }
 
+/// A chunk staged in a [`Pending`] set: its plaintext and, when the caller
+/// encoded it already (off the thread that serves requests), its frame.
+struct Staged {
+    data: Bytes,
+    frame: Option<Bytes>,
+}
+
 /// Refcount changes, new chunk contents and new maps collected during one
 /// operation, applied with [`Pending::apply`] into its transaction.
 #[derive(Default)]
@@ -221,23 +295,27 @@ pub struct Pending {
     /// New maps, stored if their count leaves zero.
     staged_maps: HashMap<ChunkHash, ExtentMap>,
     /// New chunk contents, stored if a stored map comes to name them.
-    staged: HashMap<ChunkHash, Bytes>,
+    staged: HashMap<ChunkHash, Staged>,
     /// Store chunks as they are (no LZ4 attempt).
     raw: bool,
+    /// Where new chunks are appended (a set without one can only move
+    /// references and free chunks).
+    packer: Option<Arc<Packer>>,
 }
 
 impl Pending {
-    /// An empty set of changes; new chunks are LZ4-compressed where that
-    /// saves space.
+    /// An empty set of changes that stores no new chunks (snapshot delete,
+    /// promote, restore: they move references and free what reaches zero).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// An empty set of changes that stores new chunks as they are, or
-    /// compressed where that saves space if `compress`.
-    pub fn with_compression(compress: bool) -> Self {
+    /// An empty set of changes that appends new chunks to `packer`'s open
+    /// pack, LZ4-compressed where that saves space if `compress`.
+    pub fn with_packer(packer: Arc<Packer>, compress: bool) -> Self {
         Self {
             raw: !compress,
+            packer: Some(packer),
             ..Self::default()
         }
     }
@@ -246,13 +324,25 @@ impl Pending {
     /// it and it is not stored yet). Returns its address.
     pub fn stage(&mut self, data: Bytes) -> ChunkHash {
         let hash = ChunkHash::of(&data);
-        self.staged.entry(hash).or_insert(data);
+        self.staged
+            .entry(hash)
+            .or_insert(Staged { data, frame: None });
         hash
+    }
+
+    /// Stage chunk content whose address and frame the caller computed
+    /// ([`prepare`]), so this set does no hashing or compression.
+    pub fn stage_prepared(&mut self, p: Prepared) -> ChunkHash {
+        self.staged.entry(p.hash).or_insert(Staged {
+            data: p.data,
+            frame: Some(p.frame),
+        });
+        p.hash
     }
 
     /// Content staged in this set under `hash` (not yet in the store).
     pub fn staged(&self, hash: &ChunkHash) -> Option<Bytes> {
-        self.staged.get(hash).cloned()
+        self.staged.get(hash).map(|s| s.data.clone())
     }
 
     /// Reference a map with these slots (storing it if it is new; its
@@ -339,27 +429,71 @@ impl Pending {
             })?,
             None => ChunkStats::default(),
         };
-        for hash in created {
-            let Some(data) = self.staged.get(&hash) else {
-                return Err(corrupt(&hash, "referenced before it was stored"));
+        let mut live: HashMap<u64, (i64, i64)> = HashMap::new();
+        if !created.is_empty() {
+            let Some(packer) = self.packer.as_ref() else {
+                return Err(CasError::Corrupt {
+                    hash: created[0].to_hex(),
+                    reason: "a new chunk was staged in a set that stores none".into(),
+                });
             };
-            let stored = encode_chunk_as(data, !self.raw);
-            st.chunks += 1;
-            st.stored_bytes += stored.len() as u64;
-            st.plain_bytes += data.len() as u64;
-            txn.put(Key::Chunk(hash).encode(), stored);
+            for hash in created {
+                let Some(staged) = self.staged.get(&hash) else {
+                    return Err(corrupt(&hash, "referenced before it was stored"));
+                };
+                let frame = match &staged.frame {
+                    Some(f) => f.clone(),
+                    None => Bytes::from(encode_frame(&staged.data, !self.raw)),
+                };
+                let (loc, _full) = packer.append(hash, &frame, staged.data.len() as u32);
+                st.chunks += 1;
+                st.stored_bytes += loc.len as u64;
+                st.plain_bytes += loc.plain as u64;
+                let e = live.entry(loc.pack).or_default();
+                e.0 += 1;
+                e.1 += loc.len as i64;
+                txn.put(Key::Chunk(hash).encode(), loc.encode());
+            }
         }
         let keys: Vec<Vec<u8>> = freed.iter().map(|h| Key::Chunk(*h).encode()).collect();
-        for stored in get_all(txn, &keys).await?.into_iter().flatten() {
+        for (hash, stored) in freed.iter().zip(get_all(txn, &keys).await?) {
+            let Some(stored) = stored else {
+                return Err(corrupt(hash, "freed chunk has no index entry"));
+            };
+            let loc = decode_location(hash, &stored)?;
             st.chunks = st.chunks.saturating_sub(1);
-            st.stored_bytes = st.stored_bytes.saturating_sub(stored.len() as u64);
-            st.plain_bytes = st.plain_bytes.saturating_sub(chunk_plain_len(&stored));
+            st.stored_bytes = st.stored_bytes.saturating_sub(loc.len as u64);
+            st.plain_bytes = st.plain_bytes.saturating_sub(loc.plain as u64);
+            let e = live.entry(loc.pack).or_default();
+            e.0 -= 1;
+            e.1 -= loc.len as i64;
         }
         for key in keys {
             txn.delete(key);
         }
+        add_pack_live(txn, &live).await?;
         txn.put(stats_key, st.encode());
         Ok(())
+    }
+}
+
+/// A chunk hashed and encoded ahead of its operation, off the thread
+/// that serves requests.
+pub struct Prepared {
+    /// Its address.
+    pub hash: ChunkHash,
+    /// Its plaintext.
+    pub data: Bytes,
+    /// Its frame.
+    pub frame: Bytes,
+}
+
+/// Hash and encode a chunk (CPU work: run it on a blocking thread).
+pub fn prepare(data: Bytes, compress: bool) -> Prepared {
+    Prepared {
+        hash: ChunkHash::of(&data),
+        frame: Bytes::from(encode_frame(&data, compress)),
+        data,
     }
 }
 
@@ -427,17 +561,6 @@ pub fn put_stats(txn: &mut Txn<'_>, st: &ChunkStats) {
     txn.put(Key::Meta(STATS_KEY.to_vec()).encode(), st.encode());
 }
 
-/// Plaintext length of a stored chunk without decompressing it.
-pub fn chunk_plain_len(stored: &[u8]) -> u64 {
-    match stored.split_first() {
-        Some((&CODEC_LZ4, p)) if p.len() >= 4 => {
-            u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64
-        }
-        Some((_, p)) => p.len() as u64,
-        None => 0,
-    }
-}
-
 /// The two kinds of content-addressed objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -492,6 +615,26 @@ async fn all_under(kv: &Kv, prefix: KeyPrefix) -> Result<Vec<(ChunkHash, Bytes)>
     Ok(out)
 }
 
+/// Every pack's live record, for fsck and gc, in id order.
+pub async fn all_pack_live(kv: &Kv) -> Result<Vec<(u64, PackLive)>> {
+    let (start, end) = Key::prefix_range(KeyPrefix::Pack);
+    let mut it = kv.iter(&start, &end).await?;
+    let mut out = Vec::new();
+    while let Some((k, v)) = it.next().await? {
+        let bad = |reason: String| CasError::Corrupt {
+            hash: "-".into(),
+            reason,
+        };
+        let Ok(Key::Pack(id)) = Key::decode(&k) else {
+            return Err(bad(format!("undecodable pack key {k:?}")));
+        };
+        let live = PackLive::decode(&v)
+            .ok_or_else(|| bad(format!("pack {id:016x} live record is malformed")))?;
+        out.push((id, live));
+    }
+    Ok(out)
+}
+
 /// Every refcount of one level, for fsck and gc: `(hash, refcount)` in hash
 /// order.
 pub async fn all_refcounts(kv: &Kv, level: Level) -> Result<Vec<(ChunkHash, u64)>> {
@@ -517,41 +660,14 @@ mod tests {
     use cairn_codec::ChunkRef;
     use cairn_kv::KvOptions;
 
-    #[test]
-    fn round_trip_and_verification() {
-        let data = vec![7u8; 10_000];
-        let h = ChunkHash::of(&data);
-        let stored = encode_chunk(&data);
-        assert!(stored.len() < data.len(), "repetitive data compresses");
-        assert_eq!(
-            decode_chunk(&h, &stored, 65536).ok().as_deref(),
-            Some(&data[..])
-        );
-        let mut bad = stored.clone();
-        let last = bad.len() - 1;
-        bad[last] ^= 1;
-        assert!(
-            decode_chunk(&h, &bad, 65536).is_err(),
-            "flipped bit detected"
-        );
-        let random: Vec<u8> = (0..4096u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
-        let stored = encode_chunk(&random);
-        assert_eq!(
-            decode_chunk(&ChunkHash::of(&random), &stored, 65536)
-                .ok()
-                .as_deref(),
-            Some(&random[..])
-        );
-    }
-
     #[tokio::test]
     async fn refcounts_are_exact_and_zero_deletes() -> Result<()> {
         let kv = Kv::open("memory://", KvOptions::default()).await?;
+        let store = PackStore::new(kv.object_store(), kv.pack_root().clone(), 0);
+        let packer = Arc::new(Packer::new(store, 1 << 20, 1));
         let data = Bytes::from(vec![1u8; 100]);
         let other = Bytes::from(vec![2u8; 100]);
-        let mut p = Pending::new();
+        let mut p = Pending::with_packer(packer.clone(), true);
         let h = p.stage(data.clone());
         let o = p.stage(other.clone());
         let slot = |hash| Some(ChunkRef { hash, len: 100 });
@@ -567,6 +683,15 @@ mod tests {
         assert_eq!(refcount(&kv, &h).await?, 2, "one per slot");
         assert_eq!(refcount(&kv, &o).await?, 1);
         assert_eq!(stats(&kv).await?.chunks, 2);
+        let t = kv.txn();
+        assert_eq!(pack_live(&t, 1).await?.chunks, 2, "both chunks in pack 1");
+        drop(t);
+        let read = read_chunks(&kv, &packer, &[h, o], 65536).await?;
+        assert_eq!(
+            read,
+            vec![data.clone(), other.clone()],
+            "read from the open pack"
+        );
 
         // A second map keeping `h` and dropping `o`, while the first goes.
         let mut p = Pending::new();
@@ -583,7 +708,7 @@ mod tests {
         assert_eq!(refcount(&kv, &h).await?, 1);
         assert_eq!(refcount(&kv, &o).await?, 0);
         assert!(
-            read_chunk(&kv, &o, 65536).await.is_err(),
+            read_chunk(&kv, &packer, &o, 65536).await.is_err(),
             "chunk deleted at zero"
         );
         assert_eq!(stats(&kv).await?.chunks, 1);
@@ -595,6 +720,9 @@ mod tests {
         t.commit().await?;
         assert_eq!(refcount(&kv, &h).await?, 0);
         assert_eq!(stats(&kv).await?, ChunkStats::default());
+        let t = kv.txn();
+        assert_eq!(pack_live(&t, 1).await?, PackLive::default(), "nothing live");
+        drop(t);
 
         let mut p = Pending::new();
         p.decref_map(m2);

@@ -42,7 +42,7 @@ pub enum KeyPrefix {
     Extent = 0x12,
     /// Dead-list entries.
     Dead = 0x40,
-    /// Chunk bytes.
+    /// Chunk locations (pack, offset, lengths).
     Chunk = 0x50,
     /// Chunk refcounts.
     Ref = 0x51,
@@ -50,6 +50,8 @@ pub enum KeyPrefix {
     Map = 0x52,
     /// Extent map refcounts.
     MapRef = 0x53,
+    /// Pack records (size, live bytes, state).
+    Pack = 0x54,
     /// History inode records.
     HistInode = 0x90,
     /// History directory entries.
@@ -290,7 +292,7 @@ pub enum Key {
         /// The record's head key.
         head: HeadKey,
     },
-    /// Chunk bytes by hash.
+    /// Chunk location by hash.
     Chunk(ChunkHash),
     /// Chunk refcount by hash.
     Ref(ChunkHash),
@@ -298,6 +300,8 @@ pub enum Key {
     Map(ChunkHash),
     /// Extent map refcount by hash.
     MapRef(ChunkHash),
+    /// A pack's record by pack id.
+    Pack(u64),
 }
 
 impl Key {
@@ -337,6 +341,11 @@ impl Key {
             Key::Ref(h) => chunk_key(KeyPrefix::Ref, h),
             Key::Map(h) => chunk_key(KeyPrefix::Map, h),
             Key::MapRef(h) => chunk_key(KeyPrefix::MapRef, h),
+            Key::Pack(id) => {
+                let mut out = vec![KeyPrefix::Pack as u8];
+                out.extend_from_slice(&id.to_be_bytes());
+                out
+            }
         }
     }
 
@@ -382,6 +391,7 @@ impl Key {
                     _ => Key::MapRef(h),
                 }
             }
+            0x54 => Key::Pack(r.u64()?),
             tag => return Err(CodecError::UnknownTag { what: "key", tag }),
         };
         r.finish()?;
@@ -558,6 +568,7 @@ mod tests {
         prop_oneof![
             proptest::collection::vec(any::<u8>(), 0..10).prop_map(Key::Meta),
             any::<u64>().prop_map(Key::Dataset),
+            any::<u64>().prop_map(Key::Pack),
             (any::<u64>(), any::<u64>())
                 .prop_map(|(tree, generation)| Key::Snapshot { tree, generation }),
             arb_head().prop_map(Key::Head),

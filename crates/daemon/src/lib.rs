@@ -79,6 +79,7 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
                 reserve_bytes: Some(config.storage.reserve_bytes),
                 ..Default::default()
             },
+            ..Default::default()
         },
     )
     .await

@@ -136,7 +136,23 @@ pub struct GcReport {
     /// Refcounts corrected to the references counted (extent records for
     /// maps, map slots for chunks).
     pub fixed_refcounts: u64,
+    /// Pack live records corrected to the index entries counted.
+    pub fixed_pack_counts: u64,
+    /// Packs whose live chunks were copied forward into a new pack.
+    pub packs_rewritten: u64,
+    /// Chunks copied forward.
+    pub chunks_moved: u64,
+    /// Pack objects deleted (emptied, rewritten or never referenced).
+    pub packs_deleted: u64,
+    /// Bytes of pack objects given back to the store (dead frames and
+    /// framing of the packs deleted).
+    pub pack_bytes_reclaimed: u64,
 }
+
+/// A stored pack whose live bytes fall below this fraction of its size is
+/// rewritten by gc: 50%, so at most half of the pack bytes are dead after a
+/// gc and a rewrite copies at most as much as it frees.
+pub const REPACK_LIVE_FRACTION: f64 = 0.5;
 
 fn format_uuid(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
@@ -400,7 +416,10 @@ impl Engine {
     /// The chunks that dropping `drops[m]` references to each map `m` would
     /// free (maps left with no reference release their chunks), with their
     /// stored records.
-    async fn freed_chunks(&self, drops: &HashMap<ChunkHash, u64>) -> Result<Vec<bytes::Bytes>> {
+    async fn freed_chunks(
+        &self,
+        drops: &HashMap<ChunkHash, u64>,
+    ) -> Result<Vec<cairn_cas::Location>> {
         let kv = &self.inner.kv;
         let mut chunk_drops: HashMap<ChunkHash, u64> = HashMap::new();
         for (m, n) in drops {
@@ -416,7 +435,7 @@ impl Engine {
             if cairn_cas::refcount(kv, &h).await.map_err(cas_err)? == n
                 && let Some(b) = kv.get(&Key::Chunk(h).encode()).await.map_err(kv_err)?
             {
-                freed.push(b);
+                freed.push(cairn_cas::decode_location(&h, &b).map_err(cas_err)?);
             }
         }
         Ok(freed)
@@ -426,7 +445,7 @@ impl Engine {
     async fn unique_bytes(&self, id: u64) -> Result<u64> {
         let refs = self.extent_refs(|kind| Key::tree_range(kind, id)).await?;
         let freed = self.freed_chunks(&refs).await?;
-        Ok(freed.iter().map(|b| b.len() as u64).sum())
+        Ok(freed.iter().map(|l| l.len as u64).sum())
     }
 
     /// Delete a dataset and everything in it. Refuses the default dataset,
@@ -617,7 +636,7 @@ impl Engine {
             }
         }
         let freed = self.freed_chunks(&drops).await?;
-        info.unique_bytes = Some(freed.iter().map(|b| cairn_cas::chunk_plain_len(b)).sum());
+        info.unique_bytes = Some(freed.iter().map(|l| l.plain as u64).sum());
         // Written: chunks of extent groups (head or history) born in
         // (prev, s] that differ from the group as the previous snapshot saw it.
         let prev_view = match prev {
@@ -1001,33 +1020,189 @@ impl Engine {
             }
         }
         report.fixed_refcounts += self.fix_refcounts(&mut t, Level::Maps, &map_refs).await?;
-        // Chunks, referenced by the maps that stay.
+        // Chunks, referenced by the maps that stay; live bytes per pack from
+        // the index entries that stay.
         let mut stats = cairn_cas::ChunkStats::default();
+        let mut live: HashMap<u64, cairn_cas::PackLive> = HashMap::new();
         for (h, stored) in cairn_cas::all_objects(kv, Level::Chunks)
             .await
             .map_err(cas_err)?
         {
             report.chunks += 1;
+            let loc = cairn_cas::decode_location(&h, &stored).map_err(cas_err)?;
             if chunk_refs.contains_key(&h) {
                 stats.chunks += 1;
-                stats.stored_bytes += stored.len() as u64;
-                stats.plain_bytes += cairn_cas::chunk_plain_len(&stored);
+                stats.stored_bytes += loc.len as u64;
+                stats.plain_bytes += loc.plain as u64;
+                let l = live.entry(loc.pack).or_default();
+                l.chunks += 1;
+                l.bytes += loc.len as u64;
             } else {
                 t.delete(Level::Chunks.object_key(h));
                 report.swept += 1;
-                report.freed_bytes += stored.len() as u64;
+                report.freed_bytes += loc.len as u64;
             }
         }
         cairn_cas::put_stats(&mut t, &stats);
         report.fixed_refcounts += self
             .fix_refcounts(&mut t, Level::Chunks, &chunk_refs)
             .await?;
+        let recorded: HashMap<u64, cairn_cas::PackLive> = cairn_cas::all_pack_live(kv)
+            .await
+            .map_err(cas_err)?
+            .into_iter()
+            .collect();
+        for id in recorded.keys() {
+            live.entry(*id).or_default();
+        }
+        for (id, actual) in &live {
+            if recorded.get(id) != Some(actual) {
+                report.fixed_pack_counts += 1;
+                t.put(Key::Pack(*id).encode(), actual.encode());
+            }
+        }
         t.commit().await.map_err(kv_err)?;
         self.inner.kv.flush().await.map_err(kv_err)?;
+        self.repack(&live, &mut report).await?;
         if report.swept > 0 || report.swept_maps > 0 || report.fixed_refcounts > 0 {
             tracing::warn!(?report, "gc repaired the chunk store");
         }
         Ok(report)
+    }
+
+    /// Delete stored packs nothing lives in, and copy the live frames of
+    /// packs below [`REPACK_LIVE_FRACTION`] (and of small packs, when there
+    /// are several to merge) forward into new packs. Memory: one source pack
+    /// plus the open pack. `live` is each pack's live record as the sweep
+    /// left it; the caller holds the writer lock.
+    async fn repack(
+        &self,
+        live: &HashMap<u64, cairn_cas::PackLive>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let packs = &self.inner.packs;
+        let stored = packs.store().list_from(0).await.map_err(crate::pack_err)?;
+        let first_unsealed = packs.next_id();
+        let small = packs.pack_bytes() as u64 / 4;
+        let sealed: Vec<(u64, u64, cairn_cas::PackLive)> = stored
+            .into_iter()
+            .filter(|(id, _)| *id < first_unsealed && !packs.in_memory(*id))
+            .map(|(id, size)| (id, size, live.get(&id).copied().unwrap_or_default()))
+            .collect();
+        let smalls = sealed
+            .iter()
+            .filter(|(_, size, l)| l.chunks > 0 && *size < small)
+            .count();
+        let mut batch: Vec<(u64, u64, u64)> = Vec::new();
+        let mut moved = Vec::new();
+        for (id, size, l) in sealed {
+            let sparse = (l.bytes as f64) < REPACK_LIVE_FRACTION * size as f64;
+            let merge = smalls > 1 && size < small;
+            if l.chunks > 0 && !sparse && !merge {
+                continue;
+            }
+            if l.chunks > 0 {
+                self.gather(id, &mut moved).await?;
+            }
+            batch.push((id, size, l.bytes));
+            if packs.open_bytes() >= packs.pack_bytes() {
+                self.finish_moves(std::mem::take(&mut moved), &mut batch, report)
+                    .await?;
+            }
+        }
+        self.finish_moves(moved, &mut batch, report).await
+    }
+
+    /// Append the frames of pack `id` that the index still points at to
+    /// the open pack; `moved` gets `(index key, old, new location)`.
+    async fn gather(
+        &self,
+        id: u64,
+        moved: &mut Vec<(Vec<u8>, cairn_cas::Location, cairn_cas::Location)>,
+    ) -> Result<()> {
+        let kv = &self.inner.kv;
+        let bytes = self
+            .inner
+            .packs
+            .store()
+            .get(id)
+            .await
+            .map_err(crate::pack_err)?;
+        let dir = cairn_cas::parse_pack(id, &bytes).map_err(crate::pack_err)?;
+        let keys: Vec<Vec<u8>> = dir.iter().map(|e| Key::Chunk(e.hash).encode()).collect();
+        let current = futures::future::try_join_all(keys.iter().map(|k| kv.get(k)))
+            .await
+            .map_err(kv_err)?;
+        for ((e, key), cur) in dir.iter().zip(keys).zip(current) {
+            let Some(cur) = cur else { continue };
+            let loc = cairn_cas::decode_location(&e.hash, &cur).map_err(cas_err)?;
+            if loc.pack != id || loc.offset != e.offset {
+                continue;
+            }
+            let r = loc.range();
+            let Some(frame) = bytes.get(r.start as usize..r.end as usize) else {
+                return Err(cas_err(cairn_cas::CasError::Corrupt {
+                    hash: e.hash.to_hex(),
+                    reason: format!("index points past the end of pack {id:016x}"),
+                }));
+            };
+            let (new, _) = self.inner.packs.append(e.hash, frame, loc.plain);
+            moved.push((key, loc, new));
+        }
+        Ok(())
+    }
+
+    /// Store the open pack holding `moved` frames, repoint them in one
+    /// batch (ordering rule 5), then delete the source packs in `batch`
+    /// `(id, size, live bytes)` and their records.
+    async fn finish_moves(
+        &self,
+        moved: Vec<(Vec<u8>, cairn_cas::Location, cairn_cas::Location)>,
+        batch: &mut Vec<(u64, u64, u64)>,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let kv = &self.inner.kv;
+        if !moved.is_empty() {
+            // The new pack is stored before anything names it (rule 1).
+            let epoch = kv.cut();
+            kv.wait_written(epoch).await.map_err(kv_err)?;
+            crate::crash_point(kv, "gc.repack.after_seal").await?;
+        }
+        let mut t = kv.txn();
+        let mut deltas: HashMap<u64, (i64, i64)> = HashMap::new();
+        for (key, _, new) in &moved {
+            t.put(key.clone(), new.encode());
+            let d = deltas.entry(new.pack).or_default();
+            d.0 += 1;
+            d.1 += new.len as i64;
+        }
+        cairn_cas::add_pack_live(&mut t, &deltas)
+            .await
+            .map_err(cas_err)?;
+        for (id, _, _) in batch.iter() {
+            t.delete(Key::Pack(*id).encode());
+        }
+        t.commit().await.map_err(kv_err)?;
+        kv.flush().await.map_err(kv_err)?;
+        crate::crash_point(kv, "gc.repack.before_delete").await?;
+        for (id, size, live) in batch.drain(..) {
+            self.inner
+                .packs
+                .store()
+                .delete(id)
+                .await
+                .map_err(crate::pack_err)?;
+            report.packs_deleted += 1;
+            report.pack_bytes_reclaimed += size.saturating_sub(live);
+            if live > 0 {
+                report.packs_rewritten += 1;
+            }
+        }
+        report.chunks_moved += moved.len() as u64;
+        Ok(())
     }
 
     /// Stage refcounts of `level` equal to `actual` (deleting those of

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cairn_codec::{DirentRecord, FileKind, InodeRecord, MAP_SLOTS, Timestamp};
+use cairn_codec::{ChunkHash, DirentRecord, FileKind, InodeRecord, MAP_SLOTS, Timestamp};
 use cairn_fs::{
     Attr, CreateHow, Creds, DirEntry, DirPage, ErrorKind, Filesystem, FsError, FsInfo, FsStat,
     InodeId, LINK_MAX, MAX_FILE_SIZE, PATH_MAX, SetAttr, SetTime, SpecialKind, access,
@@ -258,12 +258,10 @@ impl DatasetFs {
             .flat_map(|(g, m)| m.chunks().map(move |(i, c)| (g * MAP_SLOTS + i, c)))
             .filter(|(idx, _)| (first..=last).contains(idx));
         let max = self.chunk_size as usize;
-        let chunks = futures::future::try_join_all(wanted.map(|(idx, c)| async move {
-            cairn_cas::read_chunk(kv, &c.hash, max)
-                .await
-                .map(|d| (idx, d))
-        }))
-        .await;
+        let (idxs, hashes): (Vec<u64>, Vec<ChunkHash>) = wanted.map(|(i, c)| (i, c.hash)).unzip();
+        let chunks = cairn_cas::read_chunks(kv, &self.inner.packs, &hashes, max)
+            .await
+            .map(|d| idxs.into_iter().zip(d).collect::<Vec<_>>());
         match chunks {
             Ok(c) => Ok(Ok(c)),
             Err(e) => missing(e).map(Err),
@@ -523,8 +521,15 @@ impl Filesystem for DatasetFs {
     }
 
     async fn write(&self, creds: &Creds, ino: InodeId, offset: u64, data: &[u8]) -> Result<Attr> {
+        let prepared = match offset.checked_add(data.len() as u64) {
+            Some(end) if end <= MAX_FILE_SIZE => {
+                crate::ops::prepare_chunks(offset, data, self.chunk_size, self.inner.compress).await
+            }
+            _ => Default::default(),
+        };
         let mut w = self.begin().await?;
         let mut op = Op::new(&self.inner, &mut w, self.view.tree)?;
+        op.prepared = prepared;
         let mut rec = op.inode(ino).await?;
         match rec.kind {
             FileKind::Regular => {}

@@ -53,8 +53,13 @@ pub struct FsckReport {
     pub extents: u64,
     /// Extent maps checked.
     pub maps: u64,
-    /// Chunks checked.
+    /// Chunks checked (each read from its pack and verified).
     pub chunks: u64,
+    /// Pack objects stored.
+    pub packs: u64,
+    /// Stored packs nothing lives in (emptied by deletes, or written by an
+    /// operation or repack that did not commit): gc deletes them.
+    pub reclaimable_packs: u64,
 }
 
 impl FsckReport {
@@ -72,12 +77,15 @@ impl std::fmt::Display for FsckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} inodes, {} entries, {} extents, {} maps, {} chunks: {} problem(s)",
+            "{} inodes, {} entries, {} extents, {} maps, {} chunks, {} packs \
+             ({} reclaimable by gc): {} problem(s)",
             self.inodes,
             self.dirents,
             self.extents,
             self.maps,
             self.chunks,
+            self.packs,
+            self.reclaimable_packs,
             self.problems.len()
         )?;
         for p in &self.problems {
@@ -551,12 +559,21 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
         .map_err(cas_err)?;
     r.chunks = chunks.len() as u64;
     let mut stored_bytes = 0u64;
+    let mut live: BTreeMap<u64, cairn_cas::PackLive> = BTreeMap::new();
+    let mut located = Vec::with_capacity(chunks.len());
     for (h, stored) in &chunks {
-        stored_bytes += stored.len() as u64;
-        if let Err(e) = cairn_cas::decode_chunk(h, stored, 1 << 20) {
-            r.problem("checksum", e.to_string());
+        match cairn_cas::decode_location(h, stored) {
+            Ok(loc) => {
+                stored_bytes += loc.len as u64;
+                let l = live.entry(loc.pack).or_default();
+                l.chunks += 1;
+                l.bytes += loc.len as u64;
+                located.push((*h, loc));
+            }
+            Err(e) => r.problem("index", e.to_string()),
         }
     }
+    check_packs(inner, &mut r, &located, &live).await?;
     let stored: BTreeSet<ChunkHash> = chunks.iter().map(|(h, _)| *h).collect();
     check_level(inner, &mut r, Level::Chunks, &chunk_refs, &stored).await?;
     let st = cairn_cas::stats(&inner.kv).await.map_err(cas_err)?;
@@ -573,6 +590,113 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
         );
     }
     Ok(r)
+}
+
+/// Frames read per batch while verifying chunks.
+const VERIFY_BATCH: usize = 256;
+
+/// Ordering rule 6: every index entry points into a stored (or still
+/// buffered) pack at a frame whose bytes hash to the chunk; each pack's
+/// live record equals the sum of the entries pointing into it; no pack is
+/// stored at or past the next pack id (an orphan open should have deleted).
+async fn check_packs(
+    inner: &Inner,
+    r: &mut FsckReport,
+    located: &[(ChunkHash, cairn_cas::Location)],
+    live: &BTreeMap<u64, cairn_cas::PackLive>,
+) -> Result<(), FsError> {
+    let packs = &inner.packs;
+    let stored: BTreeMap<u64, u64> = packs
+        .store()
+        .list_from(0)
+        .await
+        .map_err(crate::pack_err)?
+        .into_iter()
+        .collect();
+    r.packs = stored.len() as u64;
+    let next = packs.next_id();
+    for (id, size) in &stored {
+        if *id >= next && !packs.in_memory(*id) {
+            r.problem(
+                "pack",
+                format!("pack {id:016x} ({size} bytes) is past the last sealed pack"),
+            );
+        }
+        if live.get(id).is_none_or(|l| l.chunks == 0) {
+            r.reclaimable_packs += 1;
+        }
+    }
+    let mut sorted: Vec<&(ChunkHash, cairn_cas::Location)> = located.iter().collect();
+    sorted.sort_by_key(|(_, l)| (l.pack, l.offset));
+    for batch in sorted.chunks(VERIFY_BATCH) {
+        let mut readable = Vec::new();
+        for (h, loc) in batch {
+            let exists = stored.contains_key(&loc.pack) || packs.in_memory(loc.pack);
+            match stored.get(&loc.pack) {
+                Some(size) if loc.range().end > *size => r.problem(
+                    "index",
+                    format!(
+                        "chunk {} points past the end of pack {:016x} ({size} bytes)",
+                        h.to_hex(),
+                        loc.pack
+                    ),
+                ),
+                _ if !exists => r.problem(
+                    "index",
+                    format!(
+                        "chunk {} points into pack {:016x}, which is not stored",
+                        h.to_hex(),
+                        loc.pack
+                    ),
+                ),
+                _ => readable.push((*h, *loc)),
+            }
+        }
+        let locs: Vec<_> = readable.iter().map(|(_, l)| *l).collect();
+        match packs.read_frames(&locs).await {
+            Ok(frames) => {
+                for ((h, _), f) in readable.iter().zip(frames) {
+                    if let Err(e) = cairn_cas::decode_frame(h, &f, 1 << 20) {
+                        r.problem("checksum", e.to_string());
+                    }
+                }
+            }
+            // One frame at a time, to name the chunks the failure hits.
+            Err(_) => {
+                for (h, l) in &readable {
+                    let f = packs.read_frames(std::slice::from_ref(l)).await;
+                    match f.map(|mut f| f.pop().unwrap_or_default()) {
+                        Ok(f) => {
+                            if let Err(e) = cairn_cas::decode_frame(h, &f, 1 << 20) {
+                                r.problem("checksum", e.to_string());
+                            }
+                        }
+                        Err(e) => r.problem("checksum", format!("chunk {}: {e}", h.to_hex())),
+                    }
+                }
+            }
+        }
+    }
+    let recorded: BTreeMap<u64, cairn_cas::PackLive> = cairn_cas::all_pack_live(&inner.kv)
+        .await
+        .map_err(cas_err)?
+        .into_iter()
+        .collect();
+    let ids: BTreeSet<u64> = live.keys().chain(recorded.keys()).copied().collect();
+    for id in &ids {
+        let want = live.get(id).copied().unwrap_or_default();
+        let got = recorded.get(id).copied().unwrap_or_default();
+        if want != got {
+            r.problem(
+                "pack",
+                format!(
+                    "pack {id:016x} records {} live chunks / {} bytes but the index has {} / {}",
+                    got.chunks, got.bytes, want.chunks, want.bytes
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One level of references: every refcount equals the references `refs`

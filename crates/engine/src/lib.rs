@@ -42,7 +42,7 @@ pub const INLINE_MAX: usize = 4096;
 /// Default chunk size (64 KiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// The on-disk format version this build writes and reads.
-pub const FORMAT_VERSION: u64 = 4;
+pub const FORMAT_VERSION: u64 = 5;
 /// The root directory's inode number in every dataset.
 pub const ROOT_INO: u64 = 1;
 /// Largest inode number a store hands out (2^40 - 2): protocol front ends
@@ -60,6 +60,9 @@ const META_FORMAT: &[u8] = b"format";
 const META_CHUNK_SIZE: &[u8] = b"chunk_size";
 const META_NEXT_INO: &[u8] = b"next_ino";
 const META_STORE_ID: &[u8] = b"store_id";
+/// The id after the newest pack whose seal reached the database: packs at
+/// or above it found at open were sealed but never committed (orphans).
+const META_NEXT_PACK: &[u8] = b"next_pack";
 
 /// Options for opening a store.
 #[derive(Debug, Clone)]
@@ -70,6 +73,11 @@ pub struct EngineOptions {
     pub compress: bool,
     /// Key-value options (object store credentials, wrappers).
     pub kv: KvOptions,
+    /// Size at which the open pack is sealed.
+    pub pack_bytes: usize,
+    /// Bytes of pack blocks cached for a remote store (the page cache
+    /// serves local ones).
+    pub pack_cache_bytes: u64,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +86,8 @@ impl Default for EngineOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             compress: true,
             kv: KvOptions::default(),
+            pack_bytes: cairn_cas::DEFAULT_PACK_BYTES,
+            pack_cache_bytes: cairn_cas::DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -93,6 +103,8 @@ pub(crate) type ViewId = (u64, Option<u64>);
 
 pub(crate) struct Inner {
     pub(crate) kv: Kv,
+    /// The open pack new chunks are appended to, and the pack store.
+    pub(crate) packs: Arc<cairn_cas::Packer>,
     pub(crate) chunk_size: u32,
     pub(crate) compress: bool,
     pub(crate) store_id: u64,
@@ -166,14 +178,21 @@ impl Engine {
         if format.is_none() {
             init_store(&kv, options.chunk_size).await?;
         } else if format != Some(FORMAT_VERSION) {
-            return Err(FsError::new(
-                ErrorKind::Invalid,
-                format!(
-                    "store {} has format version {:?}; this build reads version {FORMAT_VERSION}",
-                    kv.url(),
-                    format
+            let why = match format {
+                Some(v) if v < FORMAT_VERSION => format!(
+                    "store {} has format version {v}, written by an older cairn that kept \
+                     chunk bytes inside the database; this build reads version \
+                     {FORMAT_VERSION} (chunks in pack objects) and does not convert stores: \
+                     copy the files out with the older build and into a new store",
+                    kv.url()
                 ),
-            ));
+                v => format!(
+                    "store {} has format version {v:?}; this build reads version \
+                     {FORMAT_VERSION}: use a newer cairn",
+                    kv.url()
+                ),
+            };
+            return Err(FsError::new(ErrorKind::Invalid, why));
         }
         let missing = |what: &str| {
             FsError::new(
@@ -190,6 +209,16 @@ impl Engine {
         let store_id = read_u64(&kv, META_STORE_ID)
             .await?
             .ok_or_else(|| missing("store_id"))?;
+        let next_pack = read_u64(&kv, META_NEXT_PACK).await?.unwrap_or(1);
+        let cache = if kv.is_remote() {
+            options.pack_cache_bytes
+        } else {
+            0
+        };
+        let store = cairn_cas::PackStore::new(kv.object_store(), kv.pack_root().clone(), cache);
+        remove_orphans(&store, next_pack).await?;
+        let packs = Arc::new(cairn_cas::Packer::new(store, options.pack_bytes, next_pack));
+        install_cutter(&kv, packs.clone());
         let reg = Registry::load(&kv).await.map_err(reg_err)?;
         if reg.dataset(reg.default_id()).is_none() {
             return Err(FsError::new(
@@ -201,6 +230,7 @@ impl Engine {
         let engine = Self {
             inner: Arc::new(Inner {
                 kv,
+                packs,
                 chunk_size: chunk_size as u32,
                 compress: options.compress,
                 store_id,
@@ -275,6 +305,67 @@ impl Engine {
     pub fn kv_for_tests(&self) -> &Kv {
         &self.inner.kv
     }
+}
+
+/// Delete packs at or above `next_pack`: sealed and stored, but the batch
+/// recording their seal never committed, so nothing names them. Lists only
+/// those names, not every pack.
+async fn remove_orphans(store: &cairn_cas::PackStore, next_pack: u64) -> Result<(), FsError> {
+    let orphans = store.list_from(next_pack).await.map_err(pack_err)?;
+    for (id, size) in orphans {
+        tracing::warn!(
+            pack = id,
+            size,
+            "deleting a pack sealed but never committed"
+        );
+        store.delete(id).await.map_err(pack_err)?;
+    }
+    Ok(())
+}
+
+/// At every cut of the database's open layer, seal the open pack: the
+/// layer then carries the hook that stores it (one PUT) before SlateDB
+/// gets the layer, and the record that it was sealed (ordering rule 1).
+fn install_cutter(kv: &Kv, packs: Arc<cairn_cas::Packer>) {
+    kv.set_cutter(Arc::new(move || {
+        let sealed = packs.seal()?;
+        let up = packs.clone();
+        let id = sealed.id;
+        let hook: cairn_kv::Hook = Arc::new(move || {
+            let up = up.clone();
+            Box::pin(async move {
+                up.upload(id).await.map_err(|e| {
+                    KvError::new(KvErrorKind::Unavailable, format!("storing pack {id}: {e}"))
+                })?;
+                // Crash after a seal's PUT, before its layer commits.
+                #[cfg(feature = "failpoints")]
+                if fail::eval("pack.after_put", |_| ()).is_some() {
+                    return Err(KvError::new(
+                        KvErrorKind::Poisoned,
+                        format!("crash point pack.after_put reached (pack {id} stored)"),
+                    ));
+                }
+                Ok(())
+            })
+        });
+        tracing::debug!(
+            pack = id,
+            size = sealed.size,
+            frames = sealed.frames,
+            "sealed pack"
+        );
+        Some(cairn_kv::Cut {
+            hook,
+            puts: vec![(
+                Key::Meta(META_NEXT_PACK.to_vec()).encode(),
+                bytes::Bytes::from(encode_u64(id + 1)),
+            )],
+        })
+    }));
+}
+
+pub(crate) fn pack_err(e: cairn_cas::PackError) -> FsError {
+    cas_err(e.into())
 }
 
 async fn init_store(kv: &Kv, chunk_size: u32) -> Result<(), FsError> {
@@ -394,6 +485,7 @@ pub(crate) fn cas_err(e: cairn_cas::CasError) -> FsError {
         e @ (cairn_cas::CasError::Corrupt { .. } | cairn_cas::CasError::Missing { .. }) => {
             FsError::new(ErrorKind::Corrupt, e.to_string())
         }
+        e @ cairn_cas::CasError::Unavailable(_) => FsError::new(ErrorKind::Io, e.to_string()),
     }
 }
 

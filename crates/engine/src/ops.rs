@@ -8,7 +8,7 @@
 //! changed group once, at commit: one new map and one extent record per
 //! group, however many of its chunks changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use cairn_cas::Pending;
@@ -78,6 +78,40 @@ pub(crate) struct Op<'a> {
     pub(crate) chunk_size: u32,
     /// Extent groups read or edited in this operation, by `(ino, group)`.
     groups: BTreeMap<(u64, u64), Group>,
+    /// Whole chunks of the data being written, hashed and encoded before
+    /// the writer lock was taken ([`prepare_chunks`]), by chunk index.
+    pub(crate) prepared: HashMap<u64, cairn_cas::Prepared>,
+}
+
+/// Hash and encode the whole, aligned, non-zero chunks of `data` written at
+/// `offset`, on a blocking thread: the CPU work of a write then runs beside
+/// the thread serving requests, and before the writer lock.
+pub(crate) async fn prepare_chunks(
+    offset: u64,
+    data: &[u8],
+    chunk_size: u32,
+    compress: bool,
+) -> HashMap<u64, cairn_cas::Prepared> {
+    let cs = chunk_size as u64;
+    let end = offset + data.len() as u64;
+    let (first, last) = (offset.div_ceil(cs), end / cs);
+    if first >= last {
+        return HashMap::new();
+    }
+    let buf = Bytes::copy_from_slice(
+        &data[(first * cs - offset) as usize..(last * cs - offset) as usize],
+    );
+    tokio::task::spawn_blocking(move || {
+        (first..last)
+            .filter_map(|idx| {
+                let lo = ((idx - first) * cs) as usize;
+                let d = buf.slice(lo..lo + cs as usize);
+                (!is_zero(&d)).then(|| (idx, cairn_cas::prepare(d, compress)))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// One extent group as this operation sees it.
@@ -108,7 +142,7 @@ impl<'a> Op<'a> {
             txn: inner.kv.txn(),
             inner,
             w,
-            pending: Pending::with_compression(inner.compress),
+            pending: Pending::with_packer(inner.packs.clone(), inner.compress),
             tree: ds.tree_state(),
             now: Timestamp::now(),
             chunk_size: ds.chunk_size,
@@ -116,6 +150,7 @@ impl<'a> Op<'a> {
             ds_dirty: false,
             view,
             groups: BTreeMap::new(),
+            prepared: HashMap::new(),
         })
     }
 
@@ -129,6 +164,10 @@ impl<'a> Op<'a> {
         self.txn.commit().await.map_err(kv_err)?;
         if self.ds_dirty {
             self.w.reg.refresh_dataset(self.ds);
+        }
+        // A full pack is sealed with the layer it fills.
+        if self.inner.packs.open_bytes() >= self.inner.packs.pack_bytes() {
+            self.inner.kv.cut();
         }
         Ok(())
     }
@@ -367,6 +406,11 @@ impl<'a> Op<'a> {
                 len: d.len() as u32,
                 hash: self.pending.stage(d),
             });
+        self.set_slot(ino, idx, slot).await
+    }
+
+    /// Point chunk `idx` of `ino` at `slot`.
+    async fn set_slot(&mut self, ino: u64, idx: u64, slot: Option<ChunkRef>) -> Result<()> {
         let g = self.group(ino, idx / MAP_SLOTS).await?;
         let i = (idx % MAP_SLOTS) as usize;
         if g.map.slots.len() <= i {
@@ -420,9 +464,14 @@ impl<'a> Op<'a> {
         if let Some(staged) = self.pending.staged(&c.hash) {
             return Ok(staged);
         }
-        cairn_cas::read_chunk(&self.inner.kv, &c.hash, self.chunk_size as usize)
-            .await
-            .map_err(cas_err)
+        cairn_cas::read_chunk(
+            &self.inner.kv,
+            &self.inner.packs,
+            &c.hash,
+            self.chunk_size as usize,
+        )
+        .await
+        .map_err(cas_err)
     }
 
     /// Move inline content into chunk 0 so the file can use extents.
@@ -471,6 +520,16 @@ impl<'a> Op<'a> {
             let src = &data
                 [(cstart + lo as u64 - offset) as usize..(cstart + hi as u64 - offset) as usize];
             let buf = if lo == 0 && hi == chunk_len {
+                if let Some(p) = self.prepared.remove(&idx)
+                    && p.data.len() == chunk_len
+                {
+                    let slot = ChunkRef {
+                        len: chunk_len as u32,
+                        hash: self.pending.stage_prepared(p),
+                    };
+                    self.set_slot(ino, idx, Some(slot)).await?;
+                    continue;
+                }
                 Bytes::copy_from_slice(src)
             } else {
                 let old = self.extent_data(ino, idx).await?;

@@ -318,3 +318,86 @@ async fn crash_inside_dataset_delete_can_be_repeated() {
     assert_eq!(engine.chunk_stats().await.expect("stats").chunks, 0);
     assert_clean(&engine).await;
 }
+
+/// A store with a pack mostly dead (an overwritten file) for gc to repack.
+async fn store_to_repack(s: &Store) -> (Vec<u8>, Vec<u8>) {
+    let engine = Engine::open(
+        &s.url,
+        EngineOptions {
+            pack_bytes: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("open");
+    let fs = engine.root_dataset().await;
+    let keep = noise(200_000, 7);
+    put(&fs, "keep", &keep).await;
+    put(&fs, "gone", &noise(900_000, 8)).await;
+    engine.flush().await.expect("flush");
+    let new = noise(900_000, 9);
+    put(&fs, "gone", &new).await;
+    engine.flush().await.expect("flush");
+    engine.close().await.expect("close");
+    (keep, new)
+}
+
+async fn crash_in_repack(point: &str) {
+    let s = Store::new();
+    let (keep, new) = store_to_repack(&s).await;
+    {
+        let engine = s.open().await;
+        arm(point);
+        crashed(engine.gc().await, point);
+    }
+    let engine = s.open().await;
+    assert_clean(&engine).await;
+    let fs = engine.root_dataset().await;
+    assert!(
+        get(&fs, "keep").await.expect("read") == keep,
+        "moved chunks read"
+    );
+    assert!(
+        get(&fs, "gone").await.expect("read") == new,
+        "new data reads"
+    );
+    // A gc after the crash finishes the job.
+    let report = engine.gc().await.expect("gc");
+    assert_clean(&engine).await;
+    let r = engine.fsck().await.expect("fsck");
+    assert_eq!(r.reclaimable_packs, 0, "{report:?}\n{r}");
+    assert!(get(&fs, "keep").await.expect("read") == keep, "after gc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_repack_after_the_new_pack_is_stored() {
+    crash_in_repack("gc.repack.after_seal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_in_repack_after_repointing_before_the_old_pack_goes() {
+    crash_in_repack("gc.repack.before_delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_seal_before_its_commit_leaves_no_trace() {
+    let s = Store::new();
+    let data = noise(300_000, 1);
+    {
+        let engine = s.open().await;
+        let fs = engine.root_dataset().await;
+        put(&fs, "f", &data).await;
+        engine.flush().await.expect("flush");
+        arm("pack.after_put");
+        let ino = resolve(&fs, "f").await.expect("f");
+        let _ = fs.write(&Creds::root(), ino, 0, &noise(300_000, 2)).await;
+        crashed(engine.flush().await, "pack.after_put");
+    }
+    let engine = s.open().await;
+    let fs = engine.root_dataset().await;
+    assert!(
+        get(&fs, "f").await.expect("read") == data,
+        "a write whose layer never reached the database is gone whole"
+    );
+    assert_clean(&engine).await;
+}

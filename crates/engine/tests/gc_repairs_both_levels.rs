@@ -30,11 +30,11 @@ async fn gc_sweeps_leaked_maps_and_chunks_and_fixes_refcounts() {
     let (live_map_ref, _) = kv.scan(&start, &end, 1).await.expect("scan")[0].clone();
     let (start, end) = Key::prefix_range(KeyPrefix::Ref);
     let (live_chunk_ref, _) = kv.scan(&start, &end, 1).await.expect("scan")[0].clone();
+    // The leaked index entry points at a stored frame (of another chunk).
+    let (start, end) = Key::prefix_range(KeyPrefix::Chunk);
+    let (_, loc) = kv.scan(&start, &end, 1).await.expect("scan")[0].clone();
     let mut t = kv.txn();
-    t.put(
-        Key::Chunk(leaked_hash).encode(),
-        cairn_cas::encode_chunk(&leaked),
-    );
+    t.put(Key::Chunk(leaked_hash).encode(), loc);
     t.put(Key::Ref(leaked_hash).encode(), encode_u64(1));
     t.put(Key::Map(map_hash).encode(), map.encode());
     t.put(Key::MapRef(map_hash).encode(), encode_u64(1));

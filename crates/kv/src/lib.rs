@@ -16,10 +16,12 @@
 
 mod counting;
 mod faults;
+mod layers;
 mod lease;
 
 pub use counting::RequestCounts;
 pub use faults::{FaultPlan, Faults};
+pub use layers::{Cut, Cutter, Hook};
 pub use lease::{LEASE_RENEW, LEASE_TTL};
 
 use std::collections::BTreeMap;
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use slatedb::{Db, MergeOperator, MergeOperatorError, WriteBatch};
+use slatedb::{Db, WriteBatch};
 
 /// Width of a counter value: a big-endian `u64`.
 pub const COUNTER_BYTES: usize = 8;
@@ -40,46 +42,6 @@ fn decode_counter(v: &[u8]) -> Option<u64> {
     <[u8; COUNTER_BYTES]>::try_from(v)
         .ok()
         .map(u64::from_be_bytes)
-}
-
-/// The database's one merge operator: adds big-endian `u64` operands to a
-/// big-endian `u64` counter (absent counts as 0). Every merge in a cairn
-/// store is such an addition ([`Txn::add`]).
-struct CounterAdd;
-
-impl MergeOperator for CounterAdd {
-    fn merge(
-        &self,
-        key: &Bytes,
-        existing: Option<Bytes>,
-        operand: Bytes,
-    ) -> std::result::Result<Bytes, MergeOperatorError> {
-        self.merge_batch(key, existing, &[operand])
-    }
-
-    fn merge_batch(
-        &self,
-        key: &Bytes,
-        existing: Option<Bytes>,
-        operands: &[Bytes],
-    ) -> std::result::Result<Bytes, MergeOperatorError> {
-        let bad = |what: &str, v: &[u8]| MergeOperatorError::Callback {
-            message: format!("counter {key:?}: {what} {v:?} is not a {COUNTER_BYTES}-byte u64"),
-        };
-        let mut total = match &existing {
-            Some(v) => decode_counter(v).ok_or_else(|| bad("value", v))?,
-            None => 0,
-        };
-        for op in operands {
-            let d = decode_counter(op).ok_or_else(|| bad("operand", op))?;
-            total = total
-                .checked_add(d)
-                .ok_or_else(|| MergeOperatorError::Callback {
-                    message: format!("counter {key:?} overflows"),
-                })?;
-        }
-        Ok(Bytes::copy_from_slice(&total.to_be_bytes()))
-    }
 }
 
 /// What kind of failure a key-value operation hit, which says what to do.
@@ -117,7 +79,8 @@ pub struct KvError {
 }
 
 impl KvError {
-    fn new(kind: KvErrorKind, message: impl Into<String>) -> Self {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: KvErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -378,6 +341,142 @@ fn gc_options(local: bool) -> slatedb::config::GarbageCollectorOptions {
 /// Wraps one object store in another.
 pub type WrapFn = dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync;
 
+/// Layers cut once the open one holds this many bytes: 8 MiB.
+pub const LAYER_CUT_BYTES: usize = 8 << 20;
+/// Frozen layers waiting for SlateDB (each maybe with a pack upload)
+/// before commits wait: 2.
+pub const MAX_FROZEN_LAYERS: usize = 2;
+/// The open layer is cut after this long without a commit: 200 ms.
+pub const IDLE_CUT: Duration = Duration::from_millis(200);
+/// ... or once its first write is this old, however busy: 2 s.
+pub const MAX_LAYER_AGE: Duration = Duration::from_secs(2);
+/// Pause before a failed hook or layer write is tried again: 1 s.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// State shared by the handle and its background layer writer.
+struct Shared {
+    db: Db,
+    layers: Mutex<layers::State>,
+    status: tokio::sync::watch::Sender<layers::Status>,
+    cutter: Mutex<Option<Cutter>>,
+    wake: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+    poisoned: Arc<Mutex<Option<String>>>,
+}
+
+impl Shared {
+    fn layers(&self) -> std::sync::MutexGuard<'_, layers::State> {
+        self.layers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Freeze the open layer, sealing with it whatever the cutter seals.
+    fn cut(&self) -> u64 {
+        let cutter = self
+            .cutter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut l = self.layers();
+        if l.open.is_empty() {
+            return l.next_epoch - 1;
+        }
+        let cut = cutter.and_then(|c| c());
+        let epoch = l.freeze(cut);
+        drop(l);
+        self.wake.notify_one();
+        epoch
+    }
+
+    fn fail(&self, err: KvError) {
+        self.status.send_modify(|s| {
+            s.failures += 1;
+            s.last_error = Some(err);
+        });
+    }
+}
+
+/// The background writer: writes frozen layers to SlateDB in order (each
+/// after its hook succeeded), and cuts the open layer when it is idle or
+/// old. Ends when the handle is dropped or closed.
+async fn write_layers(shared: std::sync::Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        if s.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let front = s.layers().frozen.front().cloned();
+        let Some(front) = front else {
+            let due = {
+                let l = s.layers();
+                !l.open.is_empty()
+                    && (l.last_commit.elapsed() >= IDLE_CUT
+                        || l.open_since.is_some_and(|t| t.elapsed() >= MAX_LAYER_AGE))
+            };
+            if due {
+                s.cut();
+            } else {
+                let _ = tokio::time::timeout(IDLE_CUT / 2, s.wake.notified()).await;
+            }
+            continue;
+        };
+        if s.poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            // Nothing more reaches the store; waiters see the poison.
+            s.fail(KvError::new(
+                KvErrorKind::Poisoned,
+                "store refuses writes after an earlier failure; restart to recover",
+            ));
+            let _ = tokio::time::timeout(RETRY_PAUSE, s.wake.notified()).await;
+            continue;
+        }
+        if let Some(hook) = &front.hook
+            && let Err(e) = hook().await
+        {
+            if e.kind == KvErrorKind::Poisoned {
+                // The hook says state is unknown: nothing more is written.
+                let mut p = s.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+                if p.is_none() {
+                    *p = Some(e.message.clone());
+                }
+            } else {
+                tracing::warn!(error = %e, epoch = front.epoch, "storing a cut failed; retrying");
+            }
+            s.fail(e);
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        }
+        let mut batch = WriteBatch::new();
+        for (k, v) in &front.map {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        if let Err(e) = s.db.write(batch).await {
+            let err = KvError::from_slate(e, "writing a batch");
+            tracing::error!(error = %err, "store poisoned: refusing further writes");
+            {
+                let mut p = s.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+                if p.is_none() {
+                    *p = Some(err.message.clone());
+                }
+            }
+            s.fail(err);
+            continue;
+        }
+        {
+            let mut l = s.layers();
+            if l.frozen.front().is_some_and(|f| f.epoch == front.epoch) {
+                l.frozen.pop_front();
+            }
+        }
+        s.status.send_modify(|st| st.written = front.epoch);
+    }
+}
+
 /// A function that wraps an object store (a decorator such as a fault injector).
 #[derive(Clone)]
 pub struct ObjectStoreWrapper(pub Arc<WrapFn>);
@@ -391,6 +490,10 @@ impl std::fmt::Debug for ObjectStoreWrapper {
 /// An open key-value store: the one SlateDB writer of its location.
 pub struct Kv {
     db: Db,
+    shared: Arc<Shared>,
+    /// The object store SlateDB uses (wrapped), for data kept beside it.
+    store: Arc<dyn ObjectStore>,
+    pack_root: ObjectPath,
     url: StoreUrl,
     poisoned: Arc<Mutex<Option<String>>>,
     /// Held for the life of the handle: refuses a second process on the same
@@ -517,9 +620,11 @@ impl Kv {
             garbage_collector_options: Some(gc_options(matches!(url.kind, StoreKind::Local(_)))),
             ..Default::default()
         };
-        let mut builder = Db::builder(path, store)
-            .with_settings(settings)
-            .with_merge_operator(Arc::new(CounterAdd));
+        let pack_root = match &url.kind {
+            StoreKind::Local(_) => ObjectPath::from("packs"),
+            _ => path.clone().join("packs"),
+        };
+        let mut builder = Db::builder(path, store.clone()).with_settings(settings);
         if let Some(bytes) = options.cache_bytes {
             use slatedb::db_cache::moka::{MokaCache, MokaCacheOptions};
             let moka = |max_capacity: u64| -> Arc<dyn slatedb::db_cache::DbCache> {
@@ -539,8 +644,21 @@ impl Kv {
             .await
             .map_err(|e| KvError::from_slate(e, &format!("opening store {}", url.display)))?;
         tracing::debug!(store = %url.display, "opened key-value store");
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            layers: Mutex::new(layers::State::new()),
+            status: tokio::sync::watch::Sender::new(layers::Status::default()),
+            cutter: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            poisoned: poisoned.clone(),
+        });
+        tokio::spawn(write_layers(Arc::downgrade(&shared)));
         Ok(Self {
             db,
+            shared,
+            store,
+            pack_root,
             url,
             poisoned,
             _lock: lock,
@@ -594,6 +712,9 @@ impl Kv {
 
     /// Point read of the latest committed value.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        if let Some(v) = self.shared.layers().get(key) {
+            return Ok(v);
+        }
         self.db
             .get(key)
             .await
@@ -616,7 +737,12 @@ impl Kv {
     /// A streaming iterator over `[start, end)`.
     pub async fn iter(&self, start: &[u8], end: &[u8]) -> Result<KvIter> {
         if start >= end {
-            return Ok(KvIter { inner: None });
+            return Ok(KvIter {
+                inner: None,
+                db_next: None,
+                primed: true,
+                layer: layers::LayerMap::new().into_iter().peekable(),
+            });
         }
         self.iter_reopening(start, end, ITER_REOPEN_AFTER).await
     }
@@ -627,6 +753,9 @@ impl Kv {
         end: &[u8],
         reopen_after: Duration,
     ) -> Result<KvIter> {
+        // Layers first: an entry leaves them only once SlateDB holds it, so
+        // the scan opened after this sees whatever the snapshot misses.
+        let layer = self.shared.layers().range(start, end);
         let from = Bound::Included(Bytes::copy_from_slice(start));
         let end = Bytes::copy_from_slice(end);
         let iter = scan_from(&self.db, &from, &end)
@@ -641,6 +770,9 @@ impl Kv {
                 opened: Instant::now(),
                 reopen_after,
             }),
+            db_next: None,
+            primed: false,
+            layer: layer.into_iter().peekable(),
         })
     }
 
@@ -714,9 +846,14 @@ impl Kv {
         self.check_poisoned().is_err()
     }
 
-    /// Make every write committed so far durable in the object store.
+    /// Make every write committed so far durable in the object store:
+    /// cut the open layer (sealing what the cutter seals), wait until every
+    /// layer is in SlateDB, then flush SlateDB. Fails (without poisoning:
+    /// the layers stay and are tried again) if a cut's hook fails.
     pub async fn flush(&self) -> Result<()> {
         self.check_poisoned()?;
+        let epoch = self.cut();
+        self.wait_written(epoch).await?;
         if let Err(e) = self.db.flush().await {
             let err = self.slate_err(e, "flushing to the object store");
             self.poison(&err);
@@ -725,9 +862,95 @@ impl Kv {
         Ok(())
     }
 
+    /// Freeze the open layer now (with whatever the cutter seals); returns
+    /// its epoch, for [`Kv::wait_written`].
+    pub fn cut(&self) -> u64 {
+        self.shared.cut()
+    }
+
+    /// Register what every cut seals with its layer (the chunk store's open
+    /// pack). Replaces an earlier one.
+    pub fn set_cutter(&self, cutter: Cutter) {
+        *self.shared.cutter.lock().unwrap_or_else(|p| p.into_inner()) = Some(cutter);
+    }
+
+    /// Wait until the layers up to `epoch` are in SlateDB (not yet durable:
+    /// see [`Kv::flush`]). Fails if storing one fails while waiting.
+    pub async fn wait_written(&self, epoch: u64) -> Result<()> {
+        let mut rx = self.shared.status.subscribe();
+        let failures = rx.borrow().failures;
+        loop {
+            {
+                let st = rx.borrow_and_update();
+                if st.written >= epoch {
+                    return Ok(());
+                }
+                if st.failures > failures {
+                    return Err(st.last_error.clone().unwrap_or_else(|| {
+                        KvError::new(KvErrorKind::Unavailable, "storing a cut failed")
+                    }));
+                }
+            }
+            self.check_poisoned()?;
+            if rx.changed().await.is_err() {
+                return Err(KvError::new(KvErrorKind::Closed, "the store was closed"));
+            }
+        }
+    }
+
+    /// Wait until fewer than [`MAX_FROZEN_LAYERS`] wait for SlateDB.
+    async fn wait_room(&self) -> Result<()> {
+        let mut rx = self.shared.status.subscribe();
+        let failures = rx.borrow().failures;
+        loop {
+            if self.shared.layers().frozen.len() < MAX_FROZEN_LAYERS {
+                return Ok(());
+            }
+            {
+                let st = rx.borrow_and_update();
+                if st.failures > failures {
+                    return Err(st.last_error.clone().unwrap_or_else(|| {
+                        KvError::new(KvErrorKind::Unavailable, "storing a cut failed")
+                    }));
+                }
+            }
+            self.check_poisoned()?;
+            if rx.changed().await.is_err() {
+                return Err(KvError::new(KvErrorKind::Closed, "the store was closed"));
+            }
+        }
+    }
+
+    /// The object store the database lives in (with the same wrappers), for
+    /// data kept beside it.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// Whether the store is reached over the network (no page cache holds
+    /// what it reads).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.url.kind, StoreKind::Remote(_))
+    }
+
+    /// Where data kept beside the database goes: `packs` next to it.
+    pub fn pack_root(&self) -> &ObjectPath {
+        &self.pack_root
+    }
+
     /// Flush and close (and give up a remote store's lease). The handle is
     /// unusable afterwards.
     pub async fn close(&self) -> Result<()> {
+        let flushed = if self.is_poisoned() {
+            Ok(())
+        } else {
+            let epoch = self.cut();
+            self.wait_written(epoch).await
+        };
+        self.shared
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.shared.wake.notify_one();
         let r = self
             .db
             .close()
@@ -736,7 +959,7 @@ impl Kv {
         if let Some(l) = &self.lease {
             l.release().await;
         }
-        r
+        flushed.and(r)
     }
 
     /// Object store requests made since the store was opened.
@@ -773,12 +996,17 @@ fn counter_sum(key: &[u8], base: Option<&Bytes>, delta: u64) -> Result<Bytes> {
     Ok(Bytes::copy_from_slice(&sum.to_be_bytes()))
 }
 
-/// A streaming range iterator. It reopens itself after the last key it
-/// returned once it is [`ITER_REOPEN_AFTER`] old, so it never outlives the
-/// files it reads.
+/// A streaming range iterator over the layers and SlateDB. Its SlateDB scan
+/// reopens itself after the last key it returned once it is
+/// [`ITER_REOPEN_AFTER`] old, so it never outlives the files it reads.
 pub struct KvIter {
     /// `None` for an empty range.
     inner: Option<OpenScan>,
+    /// The next SlateDB entry, once `primed`.
+    db_next: Option<Entry>,
+    primed: bool,
+    /// The in-memory layers' entries of the range when it was opened.
+    layer: std::iter::Peekable<std::collections::btree_map::IntoIter<Vec<u8>, Option<Bytes>>>,
 }
 
 struct OpenScan {
@@ -804,6 +1032,38 @@ async fn scan_from(
 impl KvIter {
     /// The next entry, or `None` at the end of the range.
     pub async fn next(&mut self) -> Result<Option<Entry>> {
+        if !self.primed {
+            self.db_next = self.scan_next().await?;
+            self.primed = true;
+        }
+        loop {
+            let from_layer = match (&self.db_next, self.layer.peek()) {
+                (None, None) => return Ok(None),
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((dk, _)), Some((lk, _))) => lk.as_slice() <= dk.as_ref(),
+            };
+            if !from_layer {
+                let next = self.scan_next().await?;
+                return Ok(std::mem::replace(&mut self.db_next, next));
+            }
+            let Some((k, v)) = self.layer.next() else {
+                return Ok(None);
+            };
+            if self
+                .db_next
+                .as_ref()
+                .is_some_and(|(dk, _)| dk.as_ref() == k.as_slice())
+            {
+                self.db_next = self.scan_next().await?;
+            }
+            if let Some(v) = v {
+                return Ok(Some((Bytes::from(k), v)));
+            }
+        }
+    }
+
+    async fn scan_next(&mut self) -> Result<Option<Entry>> {
         let Some(scan) = &mut self.inner else {
             return Ok(None);
         };
@@ -941,28 +1201,52 @@ impl Txn<'_> {
         })
     }
 
-    /// Apply every buffered write atomically. A failure poisons the store.
+    /// Apply every buffered write atomically: into the open layer, which
+    /// reaches SlateDB as part of one batch at the next cut. Waits while
+    /// [`MAX_FROZEN_LAYERS`] wait for SlateDB; fails if storing one fails
+    /// meanwhile (nothing of this transaction is applied then).
     pub async fn commit(self) -> Result<()> {
         if self.overlay.is_empty() {
             return Ok(());
         }
         self.kv.check_poisoned()?;
-        let mut batch = WriteBatch::new();
-        for (k, v) in self.overlay {
-            match v {
-                Write::Put(v) => batch.put(k, v),
-                Write::Delete => batch.delete(k),
-                Write::Add(d) => batch.merge(k, d.to_be_bytes()),
-            }
+        // Counter additions become puts: writers are serialised, so the
+        // value read here is the one the addition applies to.
+        let adds: Vec<(&Vec<u8>, u64)> = self
+            .overlay
+            .iter()
+            .filter_map(|(k, w)| match w {
+                Write::Add(d) => Some((k, *d)),
+                _ => None,
+            })
+            .collect();
+        let bases =
+            futures::future::try_join_all(adds.iter().map(|(k, _)| self.committed(k))).await?;
+        let mut sums = std::collections::HashMap::new();
+        for ((k, d), base) in adds.into_iter().zip(bases) {
+            sums.insert(k.clone(), counter_sum(k, base.as_ref(), d)?);
         }
-        match self.kv.db.write(batch).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let err = self.kv.slate_err(e, "writing a batch");
-                self.kv.poison(&err);
-                Err(err)
+        self.kv.wait_room().await?;
+        let cut = {
+            let mut l = self.kv.shared.layers();
+            for (k, v) in self.overlay {
+                let v = match v {
+                    Write::Put(v) => Some(v),
+                    Write::Delete => None,
+                    Write::Add(_) => sums.remove(&k),
+                };
+                l.insert(k, v);
             }
+            l.last_commit = Instant::now();
+            if l.open_since.is_none() {
+                l.open_since = Some(l.last_commit);
+            }
+            l.open_bytes >= LAYER_CUT_BYTES
+        };
+        if cut {
+            self.kv.cut();
         }
+        Ok(())
     }
 }
 
@@ -1116,6 +1400,7 @@ mod tests {
             t.put(key(i), i.to_be_bytes().to_vec());
         }
         t.commit().await?;
+        kv.flush().await?;
         // Reopens before every entry.
         let mut it = kv.iter_reopening(b"k", b"l", Duration::ZERO).await?;
         let mut seen = Vec::new();
@@ -1127,6 +1412,8 @@ mod tests {
                 t.put(key(1), vec![]);
                 t.put(key(151), vec![]);
                 t.commit().await?;
+                // Once in SlateDB, the reopened scan sees what is ahead.
+                kv.flush().await?;
             }
         }
         let mut want: Vec<String> = (0..200).step_by(2).map(|i| format!("k{i:04}")).collect();

@@ -1,0 +1,200 @@
+//! cairn against NFS-Ganesha exporting a local directory, both driven by
+//! the same client (libnfs `nfs-cp`, one process per copy), alternating
+//! cairn and Ganesha within each round and printing medians. Run it with
+//! `cargo xtask bench-nfs` (release build; Ganesha is installed and started
+//! with `../shared/tools/peer-nfs/start-ganesha.sh`).
+//!
+//! Per round, with data distinct from every earlier round (so cairn's dedup
+//! never helps): upload of a BIG file, its download right after (warm), the
+//! same for a 256 MiB file, and 200 files of 32 KiB, one `nfs-cp` each.
+//!
+//! usage: vs_ganesha [BIG_MIB] [ROUNDS]   (defaults 2048 and 3)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use cairn_testkit::{Server, noise, ok};
+
+const MIB: usize = 1 << 20;
+const SMALL_FILES: usize = 200;
+const SMALL_BYTES: usize = 32 << 10;
+const MID_MIB: usize = 256;
+
+/// One NFS server under test: how to name a path on it.
+struct Target {
+    name: &'static str,
+    url: Box<dyn Fn(&str) -> String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn peer_script(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.join("../shared/tools/peer-nfs").join(name)
+}
+
+/// Write `mib` MiB of data no other file of this run shares.
+fn write_distinct(path: &Path, mib: usize, seed: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create source"));
+    for i in 0..mib {
+        f.write_all(&noise(MIB, seed * 1_000_003 + i as u64))
+            .expect("write source");
+    }
+    f.flush().expect("flush source");
+}
+
+fn timed(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let big: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2048);
+    let rounds: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let store = format!("file://{}", dir.path().join("store").display());
+    let cairn = Server::nfs(&store, &[]);
+    let export = dir.path().join("ganesha-export");
+    let (gport, gmnt) = (free_port(), free_port());
+    let out = ok(
+        "bash",
+        &[
+            peer_script("start-ganesha.sh").to_str().expect("path"),
+            &gport.to_string(),
+            &gmnt.to_string(),
+            export.to_str().expect("path"),
+            dir.path().join("ganesha-state").to_str().expect("path"),
+        ],
+    );
+    let gpid = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let export_path = export.to_str().expect("path").to_string();
+    let cport = cairn.nfs_port;
+    let targets = [
+        Target {
+            name: "cairn",
+            url: Box::new(move |p| {
+                format!("nfs://127.0.0.1/{p}?nfsport={cport}&mountport={cport}")
+            }),
+        },
+        Target {
+            name: "ganesha",
+            url: Box::new(move |p| {
+                format!("nfs://127.0.0.1{export_path}/{p}?nfsport={gport}&mountport={gmnt}")
+            }),
+        },
+    ];
+
+    // figures[target][measure] = seconds per round
+    let measures = [
+        "big upload",
+        "big download",
+        "256M upload",
+        "256M download",
+        "200 small files",
+    ];
+    let mut secs = vec![vec![Vec::new(); measures.len()]; targets.len()];
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).expect("src dir");
+    let sink = dir.path().join("sink");
+    for round in 0..rounds {
+        // Each round, each target gets data no earlier copy had.
+        for (ti, t) in targets.iter().enumerate() {
+            let seed = (round * targets.len() + ti) as u64 + 1;
+            let big_src = src.join("big");
+            let mid_src = src.join("mid");
+            write_distinct(&big_src, big, seed * 3);
+            write_distinct(&mid_src, MID_MIB, seed * 3 + 1);
+            let small: Vec<PathBuf> = (0..SMALL_FILES)
+                .map(|i| {
+                    let p = src.join(format!("s{i}"));
+                    std::fs::write(&p, noise(SMALL_BYTES, seed * 100_000 + i as u64))
+                        .expect("small source");
+                    p
+                })
+                .collect();
+            let tag = format!("r{round}");
+            let cp = |from: &str, to: &str| {
+                let o = Command::new("nfs-cp")
+                    .args([from, to])
+                    .output()
+                    .expect("nfs-cp");
+                assert!(
+                    o.status.success(),
+                    "nfs-cp {from} {to}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            };
+            let s = src.to_str().expect("path");
+            let k = sink.to_str().expect("path");
+            let big_url = (t.url)(&format!("{tag}-big"));
+            let mid_url = (t.url)(&format!("{tag}-mid"));
+            secs[ti][0].push(timed(|| cp(&format!("{s}/big"), &big_url)));
+            secs[ti][1].push(timed(|| cp(&big_url, k)));
+            secs[ti][2].push(timed(|| cp(&format!("{s}/mid"), &mid_url)));
+            secs[ti][3].push(timed(|| cp(&mid_url, k)));
+            secs[ti][4].push(timed(|| {
+                for (i, p) in small.iter().enumerate() {
+                    cp(p.to_str().expect("path"), &(t.url)(&format!("{tag}-s{i}")));
+                }
+            }));
+            let _ = std::fs::remove_file(&sink);
+            println!(
+                "round {round} {}: big up {:.1}s down {:.1}s",
+                t.name, secs[ti][0][round], secs[ti][1][round]
+            );
+        }
+    }
+
+    println!("\nnfs-cp, medians of {rounds} alternating rounds (big = {big} MiB, distinct data):");
+    println!(
+        "{:<16} {:>14} {:>14} {:>12}",
+        "", "cairn", "ganesha", "cairn/ganesha"
+    );
+    for (mi, m) in measures.iter().enumerate() {
+        let c = median(secs[0][mi].clone());
+        let g = median(secs[1][mi].clone());
+        let (cs, gs, ratio) = match mi {
+            0 | 1 => {
+                let (a, b) = (big as f64 / c, big as f64 / g);
+                (format!("{a:.0} MiB/s"), format!("{b:.0} MiB/s"), a / b)
+            }
+            2 | 3 => {
+                let (a, b) = (MID_MIB as f64 / c, MID_MIB as f64 / g);
+                (format!("{a:.0} MiB/s"), format!("{b:.0} MiB/s"), a / b)
+            }
+            // Time, not speed: the target is cairn's time <= 1.2x.
+            _ => (format!("{c:.2} s"), format!("{g:.2} s"), c / g),
+        };
+        println!("{m:<16} {cs:>14} {gs:>14} {ratio:>12.2}");
+    }
+    println!("(speeds: higher is better, ratio target >= 0.8; small files: time, target <= 1.2)");
+
+    let _ = Command::new("bash")
+        .args([
+            peer_script("stop-ganesha.sh").to_str().expect("path"),
+            &gpid,
+        ])
+        .status();
+    let (status, log) = cairn.stop();
+    assert!(status.success(), "cairn-nfs did not exit cleanly:\n{log}");
+}
