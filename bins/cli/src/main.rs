@@ -64,8 +64,12 @@ enum Cmd {
     Stats,
     /// Check every invariant of the store.
     Fsck,
-    /// Sweep chunks nothing references and correct refcounts.
+    /// Sweep chunks nothing references, correct refcounts, and repack:
+    /// delete packs nothing lives in, rewrite packs under half live.
     Gc,
+    /// Read every stored chunk back and verify it against its hash; list
+    /// each damaged chunk with the files that use it.
+    Scrub,
     /// Write a commented configuration template.
     Init {
         /// Where to write it.
@@ -368,8 +372,39 @@ async fn run(cli: Cli) -> Result<()> {
                 ))
             }
         }
+        Cmd::Scrub => {
+            use pb::scrub_event::Item;
+            let mut stream = client.scrub(pb::ScrubRequest {}).await?.into_inner();
+            let bar = out.count_bar(0, "chunks verified");
+            let mut report = None;
+            while let Some(ev) = stream.message().await? {
+                match ev.item {
+                    Some(Item::Progress(p)) => {
+                        bar.set_length(p.total_chunks.max(p.chunks));
+                        bar.set_position(p.chunks);
+                        if p.damaged > 0 {
+                            bar.set_message(format!("{} damaged", p.damaged));
+                        }
+                    }
+                    Some(Item::Report(r)) => report = Some(r),
+                    None => {}
+                }
+            }
+            bar.finish_and_clear();
+            let r = report
+                .ok_or_else(|| Failure::new(1, "the server ended the scrub without a report"))?;
+            out.scrub(&r);
+            if r.damaged.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::new(
+                    8,
+                    format!("scrub found {} damaged chunk(s)", r.damaged.len()),
+                ))
+            }
+        }
         Cmd::Gc => {
-            let spin = out.spinner("sweeping unreferenced chunks");
+            let spin = out.spinner("sweeping unreferenced chunks and repacking");
             let r = client.gc(pb::GcRequest {}).await;
             spin.finish_and_clear();
             out.gc(&r?.into_inner());

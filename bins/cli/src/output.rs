@@ -134,6 +134,21 @@ impl Out {
         pb
     }
 
+    /// A progress bar counting `what` up to `total` (hidden for `--json`).
+    pub fn count_bar(&self, total: u64, what: &str) -> ProgressBar {
+        let pb = if self.json {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(total)
+        };
+        if let Ok(style) = ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{bar:30}}] {{pos}}/{{len}} {what} eta {{eta}} {{wide_msg}}"
+        )) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb
+    }
+
     /// A byte progress bar over `total` bytes.
     pub fn bytes_bar(&self, total: u64) -> ProgressBar {
         let pb = if self.json {
@@ -410,18 +425,53 @@ impl Out {
     pub fn gc(&self, r: &pb::GcResponse) {
         self.done(
             &format!(
-                "examined {} chunks: swept {} ({} freed) and {} extent map(s), corrected {} refcount(s)",
+                "examined {} chunks: swept {} ({} freed) and {} extent map(s), corrected {} refcount(s); \
+                 rewrote {} pack(s) ({} chunks moved), deleted {} pack(s), reclaimed {}",
                 r.chunks,
                 r.swept,
                 size(r.freed_bytes),
                 r.swept_maps,
-                r.fixed_refcounts
+                r.fixed_refcounts + r.fixed_pack_counts,
+                r.packs_rewritten,
+                r.chunks_moved,
+                r.packs_deleted,
+                size(r.pack_bytes_reclaimed),
             ),
             json!({
                 "chunks": r.chunks, "swept": r.swept, "freed_bytes": r.freed_bytes,
                 "swept_maps": r.swept_maps, "fixed_refcounts": r.fixed_refcounts,
+                "fixed_pack_counts": r.fixed_pack_counts,
+                "packs_rewritten": r.packs_rewritten, "chunks_moved": r.chunks_moved,
+                "packs_deleted": r.packs_deleted, "pack_bytes_reclaimed": r.pack_bytes_reclaimed,
             }),
         );
+    }
+
+    pub fn scrub(&self, r: &pb::ScrubReport) {
+        if self.json {
+            return self.print_json(&json!({
+                "chunks": r.chunks, "bytes": r.bytes, "clean": r.damaged.is_empty(),
+                "damaged": r.damaged.iter().map(|d| json!({
+                    "hash": d.hash, "error": d.error, "files": d.files,
+                })).collect::<Vec<_>>(),
+            }));
+        }
+        println!(
+            "verified {} chunks ({}): {}",
+            r.chunks,
+            size(r.bytes),
+            if r.damaged.is_empty() {
+                "all intact".to_string()
+            } else {
+                format!("{} damaged", r.damaged.len())
+            }
+        );
+        for d in &r.damaged {
+            println!("  chunk {}: {}", d.hash, d.error);
+            for f in &d.files {
+                println!("    used by {f}");
+            }
+        }
     }
 }
 

@@ -47,9 +47,12 @@ async fn run(args: &[&str], mib: usize) -> Figures {
     let (p0, _) = requests(&s).await;
     let t = Instant::now();
     for i in 0..mib {
-        // Distinct data per MiB: a base block with the index stamped in.
+        // Distinct data per MiB: a base block with the index stamped into
+        // every 4 KiB, so no chunk repeats at any chunk size.
         let mut data = blocks[i % blocks.len()].clone();
-        data[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        for c in (0..MIB).step_by(4096) {
+            data[c..c + 8].copy_from_slice(&(i as u64).to_le_bytes());
+        }
         let w = write_unstable(&mut c, &fh, (i * MIB) as u64, &data).await;
         assert!(w.is_ok(), "write {i} failed");
     }

@@ -6,7 +6,8 @@
 //!
 //! Per round, with data distinct from every earlier round (so cairn's dedup
 //! never helps): upload of a BIG file, its download right after (warm), the
-//! same for a 256 MiB file, and 200 files of 32 KiB, one `nfs-cp` each.
+//! same for a 256 MiB file, and 200 files of 32 KiB, one `nfs-cp` each;
+//! then both servers are emptied (cairn: delete and gc).
 //!
 //! usage: vs_ganesha [BIG_MIB] [ROUNDS]   (defaults 2048 and 3)
 
@@ -93,7 +94,7 @@ fn main() {
         Target {
             name: "cairn",
             url: Box::new(move |p| {
-                format!("nfs://127.0.0.1/{p}?nfsport={cport}&mountport={cport}")
+                format!("nfs://127.0.0.1//{p}?nfsport={cport}&mountport={cport}")
             }),
         },
         Target {
@@ -116,23 +117,28 @@ fn main() {
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).expect("src dir");
     let sink = dir.path().join("sink");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     for round in 0..rounds {
-        // Each round, each target gets data no earlier copy had.
-        for (ti, t) in targets.iter().enumerate() {
-            let seed = (round * targets.len() + ti) as u64 + 1;
-            let big_src = src.join("big");
-            let mid_src = src.join("mid");
-            write_distinct(&big_src, big, seed * 3);
-            write_distinct(&mid_src, MID_MIB, seed * 3 + 1);
-            let small: Vec<PathBuf> = (0..SMALL_FILES)
-                .map(|i| {
-                    let p = src.join(format!("s{i}"));
-                    std::fs::write(&p, noise(SMALL_BYTES, seed * 100_000 + i as u64))
-                        .expect("small source");
-                    p
-                })
-                .collect();
-            let tag = format!("r{round}");
+        // Data no earlier round had (so cairn's dedup never helps); both
+        // servers get the same bytes in a round.
+        let seed = round as u64 + 1;
+        write_distinct(&src.join("big"), big, seed * 3);
+        write_distinct(&src.join("mid"), MID_MIB, seed * 3 + 1);
+        let small: Vec<PathBuf> = (0..SMALL_FILES)
+            .map(|i| {
+                let p = src.join(format!("s{i}"));
+                std::fs::write(&p, noise(SMALL_BYTES, seed * 100_000 + i as u64))
+                    .expect("small source");
+                p
+            })
+            .collect();
+        // Alternate which server goes first.
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for ti in order {
+            let t = &targets[ti];
             let cp = |from: &str, to: &str| {
                 let o = Command::new("nfs-cp")
                     .args([from, to])
@@ -146,23 +152,45 @@ fn main() {
             };
             let s = src.to_str().expect("path");
             let k = sink.to_str().expect("path");
-            let big_url = (t.url)(&format!("{tag}-big"));
-            let mid_url = (t.url)(&format!("{tag}-mid"));
+            let big_url = (t.url)("big");
+            let mid_url = (t.url)("mid");
             secs[ti][0].push(timed(|| cp(&format!("{s}/big"), &big_url)));
+            let _ = std::fs::remove_file(&sink);
             secs[ti][1].push(timed(|| cp(&big_url, k)));
             secs[ti][2].push(timed(|| cp(&format!("{s}/mid"), &mid_url)));
+            let _ = std::fs::remove_file(&sink);
             secs[ti][3].push(timed(|| cp(&mid_url, k)));
             secs[ti][4].push(timed(|| {
                 for (i, p) in small.iter().enumerate() {
-                    cp(p.to_str().expect("path"), &(t.url)(&format!("{tag}-s{i}")));
+                    cp(p.to_str().expect("path"), &(t.url)(&format!("s{i}")));
                 }
             }));
             let _ = std::fs::remove_file(&sink);
             println!(
-                "round {round} {}: big up {:.1}s down {:.1}s",
-                t.name, secs[ti][0][round], secs[ti][1][round]
+                "round {round} {:<8} big up {:6.1}s down {:6.1}s | 256M up {:5.2}s down {:5.2}s | small {:5.2}s",
+                t.name,
+                secs[ti][0][round],
+                secs[ti][1][round],
+                secs[ti][2][round],
+                secs[ti][3][round],
+                secs[ti][4][round]
             );
         }
+        // Empty both servers for the next round (cairn: delete, then gc so
+        // the space comes back).
+        let names = ["big".to_string(), "mid".to_string()]
+            .into_iter()
+            .chain((0..SMALL_FILES).map(|i| format!("s{i}")));
+        for n in names {
+            cairn_testkit::nfs_remove(cport, &format!("/{n}"));
+            let _ = std::fs::remove_file(export.join(&n));
+        }
+        rt.block_on(async {
+            let mut a = cairn_rpc::connect(&cairn.endpoint(), None)
+                .await
+                .expect("admin");
+            a.gc(cairn_rpc::pb::GcRequest {}).await.expect("gc");
+        });
     }
 
     println!("\nnfs-cp, medians of {rounds} alternating rounds (big = {big} MiB, distinct data):");

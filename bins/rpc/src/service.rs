@@ -472,7 +472,56 @@ impl Admin for Service {
             freed_bytes: r.freed_bytes,
             fixed_refcounts: r.fixed_refcounts,
             swept_maps: r.swept_maps,
+            packs_rewritten: r.packs_rewritten,
+            packs_deleted: r.packs_deleted,
+            pack_bytes_reclaimed: r.pack_bytes_reclaimed,
+            chunks_moved: r.chunks_moved,
+            fixed_pack_counts: r.fixed_pack_counts,
         }))
+    }
+
+    type ScrubStream = Stream<pb::ScrubEvent>;
+
+    async fn scrub(
+        &self,
+        _: Request<pb::ScrubRequest>,
+    ) -> Result<Response<Self::ScrubStream>, Status> {
+        use pb::scrub_event::Item;
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW_MESSAGES);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let progress = tx.clone();
+            let r = engine
+                .scrub(move |p| {
+                    // Progress may be dropped when the client reads slowly.
+                    let _ = progress.try_send(Ok(pb::ScrubEvent {
+                        item: Some(Item::Progress(pb::ScrubProgress {
+                            chunks: p.chunks,
+                            bytes: p.bytes,
+                            total_chunks: p.total_chunks,
+                            damaged: p.damaged,
+                        })),
+                    }));
+                })
+                .await;
+            let m = r.map_err(status_of).map(|r| pb::ScrubEvent {
+                item: Some(Item::Report(pb::ScrubReport {
+                    chunks: r.chunks,
+                    bytes: r.bytes,
+                    damaged: r
+                        .damaged
+                        .into_iter()
+                        .map(|d| pb::ScrubDamaged {
+                            hash: d.hash,
+                            error: d.error,
+                            files: d.files,
+                        })
+                        .collect(),
+                })),
+            });
+            let _ = tx.send(m).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 

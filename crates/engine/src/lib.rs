@@ -17,6 +17,7 @@ mod ops;
 mod perm;
 mod promote;
 mod restore;
+mod scrub;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;
 pub use fsck::{FsckReport, Problem};
 pub use restore::RestoreReport;
+pub use scrub::{DamagedChunk, ScrubProgress, ScrubReport};
 
 /// Files up to this many bytes are stored inline in their inode record.
 pub const INLINE_MAX: usize = 4096;

@@ -3,10 +3,12 @@
 //! Owns: opening a store from a URL (`file:///dir`, a plain directory path,
 //! `memory://`, `s3://bucket/prefix` and the other schemes `object_store`
 //! parses), the transaction overlay that turns one filesystem operation into
-//! one atomic SlateDB `WriteBatch`, merged streaming range scans (which
-//! reopen themselves before the files they read can be collected), blind
-//! additions to counters (a SlateDB merge operator, so an increment costs no
-//! read), the durability barrier, and poisoning: after a failed write or
+//! one atomic change, the in-memory layers that gather committed changes and
+//! write each cut to SlateDB as one `WriteBatch`, in order, after the cut's
+//! hook made what it names durable (`layers.rs`), merged streaming range
+//! scans over layers and SlateDB (which reopen themselves before the files
+//! they read can be collected), additions to counters (resolved at commit),
+//! the durability barrier, and poisoning: after a failed write or
 //! flush the store refuses writes rather than continue on unknown state;
 //! SlateDB's compactor and garbage collector settings, which bound the
 //! memory and disk a long write uses.
