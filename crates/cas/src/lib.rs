@@ -130,11 +130,14 @@ pub async fn read_chunks(
     max_len: usize,
 ) -> Result<Vec<Bytes>> {
     let locs = futures::future::try_join_all(hashes.iter().map(|h| locate(kv, h))).await?;
-    let frames = packer.read_frames(&locs).await?;
-    hashes
+    let frames: Vec<(ChunkHash, Bytes)> = hashes
         .iter()
-        .zip(frames)
-        .map(|(h, f)| Ok(decode_frame(h, &f, max_len)?))
+        .copied()
+        .zip(packer.read_frames(&locs).await?)
+        .collect();
+    frames
+        .iter()
+        .map(|(h, f)| Ok(decode_frame(h, f, max_len)?))
         .collect()
 }
 

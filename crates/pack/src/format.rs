@@ -56,16 +56,17 @@ fn bad_frame(hash: &ChunkHash, reason: impl Into<String>) -> PackError {
 }
 
 /// Decode a frame and verify its plaintext against `hash`; at most
-/// `max_len` plaintext bytes are accepted.
-pub fn decode_frame(hash: &ChunkHash, frame: &[u8], max_len: usize) -> Result<Bytes, PackError> {
-    let [version, codec, payload @ ..] = frame else {
+/// `max_len` plaintext bytes are accepted. A raw frame's plaintext is a
+/// slice of `frame` (no copy).
+pub fn decode_frame(hash: &ChunkHash, frame: &Bytes, max_len: usize) -> Result<Bytes, PackError> {
+    let [version, codec, payload @ ..] = &frame[..] else {
         return Err(bad_frame(hash, "frame shorter than its header"));
     };
     if *version != FRAME_VERSION {
         return Err(bad_frame(hash, format!("unknown frame version {version}")));
     }
     let data = match *codec {
-        CODEC_RAW => Bytes::copy_from_slice(payload),
+        CODEC_RAW => frame.slice(2..),
         CODEC_LZ4 => {
             let Some(declared) = payload.first_chunk::<4>().map(|b| u32::from_le_bytes(*b)) else {
                 return Err(bad_frame(hash, "truncated lz4 header"));
@@ -262,17 +263,17 @@ mod tests {
     fn frames_round_trip_and_catch_flips() {
         let data = vec![7u8; 10_000];
         let h = ChunkHash::of(&data);
-        let f = encode_frame(&data, true);
+        let f = Bytes::from(encode_frame(&data, true));
         assert!(f.len() < data.len(), "repetitive data compresses");
         assert_eq!(decode_frame(&h, &f, 65536).ok().as_deref(), Some(&data[..]));
-        let mut bad = f.clone();
+        let mut bad = f.to_vec();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(
-            decode_frame(&h, &bad, 65536).is_err(),
+            decode_frame(&h, &Bytes::from(bad), 65536).is_err(),
             "flipped bit detected"
         );
-        let raw = encode_frame(&data, false);
+        let raw = Bytes::from(encode_frame(&data, false));
         assert_eq!(raw[1], CODEC_RAW);
         assert_eq!(
             decode_frame(&h, &raw, 65536).ok().as_deref(),
