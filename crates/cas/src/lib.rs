@@ -141,6 +141,40 @@ pub async fn read_chunks(
         .collect()
 }
 
+/// Read the frames at `located` and verify each against its chunk (for
+/// fsck and scrub): one batched read, or one read per frame if the batch
+/// fails, so a failure names the chunks it hits. Returns the failures with
+/// what is wrong.
+pub async fn verify_frames(
+    packer: &Packer,
+    located: &[(ChunkHash, Location)],
+) -> Vec<(ChunkHash, Location, String)> {
+    let check = |h: &ChunkHash, f: &Bytes| decode_frame(h, f, 1 << 20).err().map(|e| e.to_string());
+    let locs: Vec<Location> = located.iter().map(|(_, l)| *l).collect();
+    let mut bad = Vec::new();
+    match packer.read_frames(&locs).await {
+        Ok(frames) => {
+            for ((h, l), f) in located.iter().zip(frames) {
+                if let Some(e) = check(h, &f) {
+                    bad.push((*h, *l, e));
+                }
+            }
+        }
+        Err(_) => {
+            for (h, l) in located {
+                let e = match packer.read_frames(std::slice::from_ref(l)).await {
+                    Ok(f) => check(h, &f.into_iter().next().unwrap_or_default()),
+                    Err(e) => Some(format!("chunk {}: {e}", h.to_hex())),
+                };
+                if let Some(e) = e {
+                    bad.push((*h, *l, e));
+                }
+            }
+        }
+    }
+    bad
+}
+
 /// Live chunks and bytes of one pack, kept in the same batches as the
 /// index entries that point into it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -652,29 +652,8 @@ async fn check_packs(
                 _ => readable.push((*h, *loc)),
             }
         }
-        let locs: Vec<_> = readable.iter().map(|(_, l)| *l).collect();
-        match packs.read_frames(&locs).await {
-            Ok(frames) => {
-                for ((h, _), f) in readable.iter().zip(frames) {
-                    if let Err(e) = cairn_cas::decode_frame(h, &f, 1 << 20) {
-                        r.problem("checksum", e.to_string());
-                    }
-                }
-            }
-            // One frame at a time, to name the chunks the failure hits.
-            Err(_) => {
-                for (h, l) in &readable {
-                    let f = packs.read_frames(std::slice::from_ref(l)).await;
-                    match f.map(|mut f| f.pop().unwrap_or_default()) {
-                        Ok(f) => {
-                            if let Err(e) = cairn_cas::decode_frame(h, &f, 1 << 20) {
-                                r.problem("checksum", e.to_string());
-                            }
-                        }
-                        Err(e) => r.problem("checksum", format!("chunk {}: {e}", h.to_hex())),
-                    }
-                }
-            }
+        for (_, _, e) in cairn_cas::verify_frames(packs, &readable).await {
+            r.problem("checksum", e);
         }
     }
     let recorded: BTreeMap<u64, cairn_cas::PackLive> = cairn_cas::all_pack_live(&inner.kv)

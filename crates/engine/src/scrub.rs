@@ -114,7 +114,6 @@ impl Engine {
         batch: &[(ChunkHash, bytes::Bytes)],
         bad: &mut Vec<(ChunkHash, String)>,
     ) -> Result<u64, FsError> {
-        let packs = &self.inner.packs;
         let mut located = Vec::with_capacity(batch.len());
         for (h, v) in batch {
             match cairn_cas::decode_location(h, v) {
@@ -124,36 +123,7 @@ impl Engine {
         }
         located.sort_by_key(|(_, l)| (l.pack, l.offset));
         let bytes = located.iter().map(|(_, l)| l.plain as u64).sum();
-        let locs: Vec<_> = located.iter().map(|(_, l)| *l).collect();
-        let failed: Vec<(ChunkHash, cairn_cas::Location, String)> =
-            match packs.read_frames(&locs).await {
-                Ok(frames) => located
-                    .iter()
-                    .zip(frames)
-                    .filter_map(|((h, l), f)| {
-                        cairn_cas::decode_frame(h, &f, 1 << 20)
-                            .err()
-                            .map(|e| (*h, *l, cairn_cas::CasError::from(e).to_string()))
-                    })
-                    .collect(),
-                // One at a time, to tell which chunks the failure hits.
-                Err(_) => {
-                    let mut out = Vec::new();
-                    for (h, l) in &located {
-                        let r = packs.read_frames(std::slice::from_ref(l)).await;
-                        let e = match r {
-                            Ok(f) => cairn_cas::decode_frame(h, &f[0], 1 << 20)
-                                .err()
-                                .map(|e| cairn_cas::CasError::from(e).to_string()),
-                            Err(e) => Some(cairn_cas::CasError::from(e).to_string()),
-                        };
-                        if let Some(e) = e {
-                            out.push((*h, *l, e));
-                        }
-                    }
-                    out
-                }
-            };
+        let failed = cairn_cas::verify_frames(&self.inner.packs, &located).await;
         for (h, l, e) in failed {
             // Freed or moved (by a write or gc) since it was listed: not damage.
             let now = self

@@ -879,42 +879,36 @@ impl Kv {
     /// Wait until the layers up to `epoch` are in SlateDB (not yet durable:
     /// see [`Kv::flush`]). Fails if storing one fails while waiting.
     pub async fn wait_written(&self, epoch: u64) -> Result<()> {
-        let mut rx = self.shared.status.subscribe();
-        let failures = rx.borrow().failures;
-        loop {
-            {
-                let st = rx.borrow_and_update();
-                if st.written >= epoch {
-                    return Ok(());
-                }
-                if st.failures > failures {
-                    return Err(st.last_error.clone().unwrap_or_else(|| {
-                        KvError::new(KvErrorKind::Unavailable, "storing a cut failed")
-                    }));
-                }
-            }
-            self.check_poisoned()?;
-            if rx.changed().await.is_err() {
-                return Err(KvError::new(KvErrorKind::Closed, "the store was closed"));
-            }
-        }
+        self.wait_for(|written| written >= epoch).await
     }
 
     /// Wait until fewer than [`MAX_FROZEN_LAYERS`] wait for SlateDB.
     async fn wait_room(&self) -> Result<()> {
+        self.wait_for(|_| self.shared.layers().frozen.len() < MAX_FROZEN_LAYERS)
+            .await
+    }
+
+    /// Wait until `done(newest epoch written)` holds, checked at each change
+    /// of the writer's status (outside its lock); fails if storing a cut
+    /// fails meanwhile, the store is poisoned or closed.
+    async fn wait_for(&self, done: impl Fn(u64) -> bool) -> Result<()> {
         let mut rx = self.shared.status.subscribe();
         let failures = rx.borrow().failures;
         loop {
-            if self.shared.layers().frozen.len() < MAX_FROZEN_LAYERS {
+            let (written, failed) = {
+                let st = rx.borrow_and_update();
+                let failed = (st.failures > failures).then(|| {
+                    st.last_error.clone().unwrap_or_else(|| {
+                        KvError::new(KvErrorKind::Unavailable, "storing a cut failed")
+                    })
+                });
+                (st.written, failed)
+            };
+            if done(written) {
                 return Ok(());
             }
-            {
-                let st = rx.borrow_and_update();
-                if st.failures > failures {
-                    return Err(st.last_error.clone().unwrap_or_else(|| {
-                        KvError::new(KvErrorKind::Unavailable, "storing a cut failed")
-                    }));
-                }
+            if let Some(e) = failed {
+                return Err(e);
             }
             self.check_poisoned()?;
             if rx.changed().await.is_err() {
