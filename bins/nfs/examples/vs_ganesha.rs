@@ -10,6 +10,10 @@
 //! then both servers are emptied (cairn: delete and gc).
 //!
 //! usage: vs_ganesha [BIG_MIB] [ROUNDS]   (defaults 2048 and 3)
+//!
+//! With `CAIRN_BEFORE=NAME`, a third server joins the rotation: the binary
+//! NAME beside `cairn-nfs` (an older build, e.g. the one before a change),
+//! on a store of its own, so before and after are measured in one run.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,10 +27,18 @@ const SMALL_FILES: usize = 200;
 const SMALL_BYTES: usize = 32 << 10;
 const MID_MIB: usize = 256;
 
-/// One NFS server under test: how to name a path on it.
-struct Target {
-    name: &'static str,
+/// One NFS server under test: how to name a path on it, and (for cairn)
+/// the server, emptied between rounds.
+struct Target<'a> {
+    name: String,
     url: Box<dyn Fn(&str) -> String>,
+    cairn: Option<&'a Server>,
+}
+
+/// A libnfs URL for `path` on a cairn server.
+fn cairn_url(s: &Server) -> Box<dyn Fn(&str) -> String> {
+    let port = s.nfs_port;
+    Box::new(move |p| format!("nfs://127.0.0.1//{p}?nfsport={port}&mountport={port}"))
 }
 
 fn free_port() -> u16 {
@@ -89,21 +101,37 @@ fn main() {
         .trim()
         .to_string();
     let export_path = export.to_str().expect("path").to_string();
-    let cport = cairn.nfs_port;
-    let targets = [
+    let before = std::env::var("CAIRN_BEFORE").ok().map(|name| {
+        let store = format!("file://{}", dir.path().join("store-before").display());
+        let listen = ["--nfs-listen", "127.0.0.1:0", "--rpc-listen", "127.0.0.1:0"];
+        let args: Vec<&str> = ["--store", store.as_str()]
+            .into_iter()
+            .chain(listen)
+            .collect();
+        let s = Server::start(&name, &args).unwrap_or_else(|e| panic!("{name}: {e}"));
+        (name, s)
+    });
+    let mut targets = vec![
         Target {
-            name: "cairn",
-            url: Box::new(move |p| {
-                format!("nfs://127.0.0.1//{p}?nfsport={cport}&mountport={cport}")
-            }),
+            name: "cairn".into(),
+            url: cairn_url(&cairn),
+            cairn: Some(&cairn),
         },
         Target {
-            name: "ganesha",
+            name: "ganesha".into(),
             url: Box::new(move |p| {
                 format!("nfs://127.0.0.1{export_path}/{p}?nfsport={gport}&mountport={gmnt}")
             }),
+            cairn: None,
         },
     ];
+    if let Some((name, s)) = &before {
+        targets.push(Target {
+            name: name.clone(),
+            url: cairn_url(s),
+            cairn: Some(s),
+        });
+    }
 
     // figures[target][measure] = seconds per round
     let measures = [
@@ -135,9 +163,9 @@ fn main() {
                 p
             })
             .collect();
-        // Alternate which server goes first.
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for ti in order {
+        // Rotate which server goes first.
+        let n = targets.len();
+        for ti in (0..n).map(|i| (i + round) % n) {
             let t = &targets[ti];
             let cp = |from: &str, to: &str| {
                 let o = Command::new("nfs-cp")
@@ -181,39 +209,53 @@ fn main() {
         let names = ["big".to_string(), "mid".to_string()]
             .into_iter()
             .chain((0..SMALL_FILES).map(|i| format!("s{i}")));
+        let servers: Vec<&Server> = targets.iter().filter_map(|t| t.cairn).collect();
         for n in names {
-            cairn_testkit::nfs_remove(cport, &format!("/{n}"));
+            for s in &servers {
+                cairn_testkit::nfs_remove(s.nfs_port, &format!("/{n}"));
+            }
             let _ = std::fs::remove_file(export.join(&n));
         }
-        rt.block_on(async {
-            let mut a = cairn_rpc::connect(&cairn.endpoint(), None)
-                .await
-                .expect("admin");
-            a.gc(cairn_rpc::pb::GcRequest {}).await.expect("gc");
-        });
+        for s in servers {
+            rt.block_on(async {
+                let mut a = cairn_rpc::connect(&s.endpoint(), None)
+                    .await
+                    .expect("admin");
+                a.gc(cairn_rpc::pb::GcRequest {}).await.expect("gc");
+            });
+        }
     }
 
     println!("\nnfs-cp, medians of {rounds} alternating rounds (big = {big} MiB, distinct data):");
-    println!(
-        "{:<16} {:>14} {:>14} {:>12}",
-        "", "cairn", "ganesha", "cairn/ganesha"
-    );
+    let mut head = format!("{:<16}", "");
+    for t in &targets {
+        head += &format!(" {:>14}", t.name);
+    }
+    for t in targets.iter().filter(|t| t.cairn.is_some()) {
+        head += &format!(" {:>14}", format!("{}/ganesha", t.name));
+    }
+    println!("{head}");
     for (mi, m) in measures.iter().enumerate() {
-        let c = median(secs[0][mi].clone());
-        let g = median(secs[1][mi].clone());
-        let (cs, gs, ratio) = match mi {
-            0 | 1 => {
-                let (a, b) = (big as f64 / c, big as f64 / g);
-                (format!("{a:.0} MiB/s"), format!("{b:.0} MiB/s"), a / b)
-            }
-            2 | 3 => {
-                let (a, b) = (MID_MIB as f64 / c, MID_MIB as f64 / g);
-                (format!("{a:.0} MiB/s"), format!("{b:.0} MiB/s"), a / b)
-            }
-            // Time, not speed: the target is cairn's time <= 1.2x.
-            _ => (format!("{c:.2} s"), format!("{g:.2} s"), c / g),
+        let med: Vec<f64> = secs.iter().map(|t| median(t[mi].clone())).collect();
+        // Speeds for the copies, time for the small files.
+        let figure = |secs: f64| match mi {
+            0 | 1 => big as f64 / secs,
+            2 | 3 => MID_MIB as f64 / secs,
+            _ => secs,
         };
-        println!("{m:<16} {cs:>14} {gs:>14} {ratio:>12.2}");
+        let mut line = format!("{m:<16}");
+        for &t in &med {
+            line += &match mi {
+                0..=3 => format!(" {:>14}", format!("{:.0} MiB/s", figure(t))),
+                _ => format!(" {:>14}", format!("{t:.2} s")),
+            };
+        }
+        for (ti, t) in targets.iter().enumerate() {
+            if t.cairn.is_some() {
+                line += &format!(" {:>14.2}", figure(med[ti]) / figure(med[1]));
+            }
+        }
+        println!("{line}");
     }
     println!("(speeds: higher is better, ratio target >= 0.8; small files: time, target <= 1.2)");
 
@@ -223,6 +265,9 @@ fn main() {
             &gpid,
         ])
         .status();
-    let (status, log) = cairn.stop();
-    assert!(status.success(), "cairn-nfs did not exit cleanly:\n{log}");
+    drop(targets);
+    for (name, s) in before.into_iter().chain([("cairn-nfs".to_string(), cairn)]) {
+        let (status, log) = s.stop();
+        assert!(status.success(), "{name} did not exit cleanly:\n{log}");
+    }
 }

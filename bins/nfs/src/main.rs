@@ -77,6 +77,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .collect()
         })
         .unwrap_or_default();
+    // Handlers go in before the "listening" lines: whoever waits for them
+    // may signal at once.
+    let shutdown = cairn_daemon::shutdown_on_signals();
     println!("cairn-nfs: store {}", engine.url());
     println!("cairn-nfs: datasets: {}", datasets.join(", "));
     println!("cairn-nfs: NFS listening on {local}");
@@ -95,7 +98,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         p = local.port()
     );
 
-    let shutdown = cairn_daemon::shutdown_on_signals();
     let serving = async {
         tokio::join!(nfs.serve(shutdown.clone()), async {
             let r = rpc.serve(shutdown.clone()).await;

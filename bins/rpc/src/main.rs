@@ -44,6 +44,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server = RpcServer::bind(engine.clone(), addr, token.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for the admin API on {addr}: {e}"))?;
+    // Handlers go in before the "listening" lines: whoever waits for them
+    // may signal at once.
+    let shutdown = cairn_daemon::shutdown_on_signals();
     println!("cairn-rpc: store {}", engine.url());
     println!(
         "cairn-rpc: admin API listening on {}{}",
@@ -54,7 +57,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ""
         }
     );
-    let shutdown = cairn_daemon::shutdown_on_signals();
     cairn_daemon::with_grace(server.serve(shutdown.clone()), &shutdown, Ok(())).await?;
     cairn_daemon::close_engine(&engine).await
 }

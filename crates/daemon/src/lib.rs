@@ -145,18 +145,22 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
 }
 
 /// A token cancelled on SIGINT or SIGTERM.
+///
+/// The handlers are installed before this returns, so a binary that calls
+/// it before announcing it is listening can never be killed by a signal sent
+/// the moment it is ready (the default action would skip the flush).
 pub fn shutdown_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return token;
+    };
     let t = token.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return;
-        };
         tokio::select! {
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
