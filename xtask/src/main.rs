@@ -169,6 +169,21 @@ fn main() -> anyhow::Result<()> {
             );
             run(Command::new(target.join("debug/examples/crash")).args(&args[1..]))
         }
+        Some("bench-engine") => {
+            // bench-engine [MiB] [SETTLE_SECS]: sustained write, store size
+            // during and after it, read back, small-file creates.
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "cairn-engine",
+                    "--example",
+                    "sustained",
+                    "--",
+                ])
+                .args(&args[1..]))
+        }
         Some("bench-nfs") => {
             // bench-nfs [MiB] [BIG_MIB] [ROUNDS]: the store figures at MiB,
             // then the nfs-cp comparison with Ganesha at BIG_MIB.
@@ -190,7 +205,7 @@ fn main() -> anyhow::Result<()> {
             example("vs_ganesha", &args[args.len().min(2)..])
         }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-engine [MiB] [SETTLE_SECS] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }

@@ -98,11 +98,13 @@ impl ObjectStore for Counting {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         inc(&self.counters.get, 1);
+        tracing::trace!(%location, range = ?options.range, "GET");
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         inc(&self.counters.get, ranges.len() as u64);
+        tracing::trace!(%location, ranges = ranges.len(), "GET ranges");
         self.inner.get_ranges(location, ranges).await
     }
 
