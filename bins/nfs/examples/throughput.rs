@@ -128,4 +128,62 @@ async fn main() {
             f.write_mib_s, f.read_mib_s, f.puts_per_mib, f.gets_per_mib
         );
     }
+    plain_s3(&moto, dir.path(), mib);
+}
+
+/// The same bytes PUT and GET by a plain S3 client (boto3's `upload_file`
+/// and `download_file`, default transfer settings) against the same moto
+/// server: the peer the `s3://` figures are compared with.
+fn plain_s3(moto: &Moto, dir: &std::path::Path, mib: usize) {
+    use std::io::Write;
+    let src = dir.join("plain.bin");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).expect("source"));
+        let blocks: Vec<Vec<u8>> = (0..16).map(|i| noise(MIB, i)).collect();
+        for i in 0..mib {
+            let mut data = blocks[i % blocks.len()].clone();
+            for c in (0..MIB).step_by(4096) {
+                data[c..c + 8].copy_from_slice(&(i as u64).to_le_bytes());
+            }
+            f.write_all(&data).expect("write source");
+        }
+        f.flush().expect("flush source");
+    }
+    let script = r#"
+import sys, time, boto3
+ep, bucket, path = sys.argv[1], sys.argv[2], sys.argv[3]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id="test",
+                  aws_secret_access_key="test", region_name="us-east-1")
+t = time.time(); s3.upload_file(path, bucket, "plain/obj"); up = time.time() - t
+t = time.time(); s3.download_file(bucket, "plain/obj", path + ".back"); down = time.time() - t
+print(up, down)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &moto.endpoint, &moto.bucket])
+        .arg(&src)
+        .output()
+        .expect("python3");
+    if !out.status.success() {
+        println!(
+            "plain S3 client: skipped ({})",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("boto3 failed")
+        );
+        return;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let t: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if let [up, down] = t[..] {
+        println!(
+            "{:<10} {:>12.1} {:>12.1}   (boto3 upload_file / download_file, same moto)",
+            "plain s3",
+            mib as f64 / up,
+            mib as f64 / down
+        );
+    }
 }
