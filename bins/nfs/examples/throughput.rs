@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use cairn_testkit::nfs3_types::nfs3::*;
-use cairn_testkit::{Moto, Server, commit, create_file, mount, noise, write_unstable};
+use cairn_testkit::{Moto, Server, commit, create_file, mount, noise, stamped, write_unstable};
 
 const MIB: usize = 1 << 20;
 
@@ -47,12 +47,7 @@ async fn run(args: &[&str], mib: usize) -> Figures {
     let (p0, _) = requests(&s).await;
     let t = Instant::now();
     for i in 0..mib {
-        // Distinct data per MiB: a base block with the index stamped into
-        // every 4 KiB, so no chunk repeats at any chunk size.
-        let mut data = blocks[i % blocks.len()].clone();
-        for c in (0..MIB).step_by(4096) {
-            data[c..c + 8].copy_from_slice(&(i as u64).to_le_bytes());
-        }
+        let data = stamped(&blocks, i);
         let w = write_unstable(&mut c, &fh, (i * MIB) as u64, &data).await;
         assert!(w.is_ok(), "write {i} failed");
     }
@@ -141,11 +136,7 @@ fn plain_s3(moto: &Moto, dir: &std::path::Path, mib: usize) {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&src).expect("source"));
         let blocks: Vec<Vec<u8>> = (0..16).map(|i| noise(MIB, i)).collect();
         for i in 0..mib {
-            let mut data = blocks[i % blocks.len()].clone();
-            for c in (0..MIB).step_by(4096) {
-                data[c..c + 8].copy_from_slice(&(i as u64).to_le_bytes());
-            }
-            f.write_all(&data).expect("write source");
+            f.write_all(&stamped(&blocks, i)).expect("write source");
         }
         f.flush().expect("flush source");
     }

@@ -17,21 +17,9 @@ use std::time::{Duration, Instant};
 
 use cairn_engine::{Engine, EngineOptions};
 use cairn_fs::{CreateHow, Creds, Filesystem, SetAttr};
+use cairn_testkit::{noise, stamped};
 
 const MIB: usize = 1 << 20;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// Bytes of the regular files under `dir`.
 fn du(dir: &Path) -> u64 {
@@ -94,16 +82,6 @@ fn ratio(bytes: u64, of: u64) -> String {
     )
 }
 
-/// The `i`th MiB of the data set: a base block with the index stamped into
-/// every 4 KiB, so no chunk repeats at any chunk size.
-fn mib_of(blocks: &[Vec<u8>], i: usize) -> Vec<u8> {
-    let mut data = blocks[i % blocks.len()].clone();
-    for c in (0..MIB).step_by(4096) {
-        data[c..c + 8].copy_from_slice(&(i as u64).to_le_bytes());
-    }
-    data
-}
-
 /// Write the data set as plain 32 MiB files under `dir` (then removed);
 /// MiB/s.
 fn plain_write(dir: &Path, blocks: &[Vec<u8>], mib: usize) -> f64 {
@@ -112,7 +90,7 @@ fn plain_write(dir: &Path, blocks: &[Vec<u8>], mib: usize) -> f64 {
     for (n, start) in (0..mib).step_by(32).enumerate() {
         let mut buf = Vec::with_capacity(32 * MIB);
         for i in start..(start + 32).min(mib) {
-            buf.extend_from_slice(&mib_of(blocks, i));
+            buf.extend_from_slice(&stamped(blocks, i));
         }
         std::fs::write(dir.join(format!("{n:06}")), &buf).expect("plain write");
     }
@@ -152,7 +130,7 @@ async fn main() {
     let peak = Peak::watch(store.clone());
     let t = Instant::now();
     for i in 0..mib {
-        let data = mib_of(&blocks, i);
+        let data = stamped(&blocks, i);
         fs.write(&root, f.ino, (i * MIB) as u64, &data)
             .await
             .expect("write");

@@ -219,6 +219,17 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// The `i`th block of a distinct data set: `blocks[i % len]` with `i`
+/// stamped into every 4 KiB, so no chunk repeats at any chunk size.
+pub fn stamped(blocks: &[Vec<u8>], i: usize) -> Vec<u8> {
+    let mut data = blocks[i % blocks.len()].clone();
+    for c in (0..data.len()).step_by(4096) {
+        let end = (c + 8).min(data.len());
+        data[c..end].copy_from_slice(&(i as u64).to_le_bytes()[..end - c]);
+    }
+    data
+}
+
 /// An NFSv3 connection made with the crates.io `nfs3_client`.
 pub type Nfs = nfs3_client::Nfs3Connection<TokioIo<tokio::net::TcpStream>>;
 
