@@ -97,6 +97,8 @@ struct Ctx {
     c: Nfs,
     admin: cairn_rpc::Client,
     killed: Arc<AtomicBool>,
+    /// What the step under way does (reported when the kill cuts it).
+    doing: &'static str,
 }
 
 impl Ctx {
@@ -231,7 +233,15 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
     let pick = |rng: &mut Rng| -> Option<String> {
         (!existing.is_empty()).then(|| existing[rng.below(existing.len() as u64) as usize].clone())
     };
-    match rng.below(100) {
+    let roll = rng.below(106);
+    ctx.doing = match roll {
+        0..=24 => "a FILE_SYNC write (pack seal and PUT)",
+        25..=44 => "an UNSTABLE write or COMMIT (pack seal and PUT)",
+        81..=99 => "a snapshot, clone or restore",
+        100.. => "gc (sweep and repack)",
+        _ => "a metadata operation",
+    };
+    match roll {
         // A whole file, FILE_SYNC.
         0..=24 => {
             let path = rng.path();
@@ -494,7 +504,7 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
             m.clones.insert(name, (snap, content));
         }
         // In-place restore of a file from a snapshot to a free name.
-        _ => {
+        96..=99 => {
             let Some((snap, content)) = m.snapshots.iter().next_back() else {
                 return Ok(());
             };
@@ -520,6 +530,14 @@ async fn step(ctx: &mut Ctx, m: &mut Model, rng: &mut Rng, seed: u64) -> R<()> {
             m.content.insert(m.next_file, data);
             m.unknown_paths.remove(&to);
             m.unknown_files.clear();
+        }
+        // gc: sweeps, and merges the many small packs the synchronous
+        // writes sealed into new ones (a kill here lands mid-repack).
+        _ => {
+            ctx.admin
+                .gc(pb::GcRequest {})
+                .await
+                .map_err(|e| ctx.admin_err("gc", e))?;
         }
     }
     Ok(())
@@ -575,7 +593,12 @@ async fn connect(s: &Server, killed: Arc<AtomicBool>) -> Ctx {
     let admin = cairn_rpc::connect(&s.endpoint(), None)
         .await
         .unwrap_or_else(|e| panic!("admin API: {e}"));
-    Ctx { c, admin, killed }
+    Ctx {
+        c,
+        admin,
+        killed,
+        doing: "nothing yet",
+    }
 }
 
 /// After a restart: everything the model knows must read back; then drop
@@ -708,7 +731,14 @@ async fn verify(ctx: &mut Ctx, m: &mut Model, port: u16) -> Result<(), String> {
     Ok(())
 }
 
-async fn cycle(store: &str, m: &mut Model, seed: u64, n: u64) -> Result<usize, String> {
+/// One cycle: workload, SIGKILL, restart, verify. Returns the steps run
+/// and what the kill interrupted.
+async fn cycle(
+    store: &str,
+    m: &mut Model,
+    seed: u64,
+    n: u64,
+) -> Result<(usize, &'static str), String> {
     let mut rng = Rng(seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D));
     let s = Server::start(
         "cairn-nfs",
@@ -735,29 +765,61 @@ async fn cycle(store: &str, m: &mut Model, seed: u64, n: u64) -> Result<usize, S
     }
     let delay = Duration::from_millis(100 + rng.below(1500));
     let pid = s.pid();
-    let k = killed.clone();
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(delay);
-        k.store(true, Ordering::SeqCst);
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    });
+    let kill_after = |after: Duration, k: Arc<AtomicBool>| {
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            k.store(true, Ordering::SeqCst);
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        })
+    };
+    // Every other cycle aims the kill at a gc: once the workload ran for
+    // `delay`, a gc starts and the kill follows within 40 ms, mid-sweep or
+    // mid-repack. The others kill at `delay`, wherever the workload is.
+    let aim_at_gc = n % 2 == 1;
+    let mut killer = (!aim_at_gc).then(|| kill_after(delay, killed.clone()));
+    let started = std::time::Instant::now();
     let mut steps = 0;
     let stop = loop {
         if killed.load(Ordering::SeqCst) {
             break Stop::Killed;
         }
+        if killer.is_none() && started.elapsed() >= delay {
+            killer = Some(kill_after(
+                Duration::from_millis(rng.below(40)),
+                killed.clone(),
+            ));
+            ctx.doing = "gc (sweep and repack)";
+            match tokio::time::timeout(Duration::from_secs(10), ctx.admin.gc(pb::GcRequest {}))
+                .await
+            {
+                Ok(Ok(_)) => {
+                    steps += 1;
+                    ctx.doing = "nothing (between steps)";
+                    continue;
+                }
+                Ok(Err(e)) => break ctx.admin_err("gc", e),
+                Err(_) if killed.load(Ordering::SeqCst) => break Stop::Killed,
+                Err(_) => break Stop::Bad("gc took over 10 s".into()),
+            }
+        }
         // A step cut by the kill can hang on the dead connection.
         match tokio::time::timeout(Duration::from_secs(10), step(&mut ctx, m, &mut rng, seed)).await
         {
-            Ok(Ok(())) => steps += 1,
+            Ok(Ok(())) => {
+                steps += 1;
+                ctx.doing = "nothing (between steps)";
+            }
             Ok(Err(s)) => break s,
             Err(_) if killed.load(Ordering::SeqCst) => break Stop::Killed,
             Err(_) => break Stop::Bad("a step took over 10 s".into()),
         }
     };
-    let _ = killer.join();
+    let interrupted = ctx.doing;
+    if let Some(k) = killer {
+        let _ = k.join();
+    }
     s.kill();
     if let Stop::Bad(why) = stop {
         return Err(format!("during the workload: {why}"));
@@ -784,7 +846,7 @@ async fn cycle(store: &str, m: &mut Model, seed: u64, n: u64) -> Result<usize, S
     if !status.success() {
         return Err(format!("clean stop failed: {log}"));
     }
-    Ok(steps)
+    Ok((steps, interrupted))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -813,13 +875,15 @@ async fn main() {
     let mut failures = 0;
     let mut steps = 0;
     let mut run = 0;
+    let mut kills: BTreeMap<&'static str, u64> = BTreeMap::new();
     for n in 0..cycles {
         run += 1;
         match cycle(&store, &mut m, seed, n).await {
-            Ok(k) => {
+            Ok((k, interrupted)) => {
                 steps += k;
+                *kills.entry(interrupted).or_insert(0u64) += 1;
                 println!(
-                    "cycle {n}: {k} steps, then SIGKILL; after restart: fsck clean, {} files, {} snapshots, {} clones as acknowledged",
+                    "cycle {n}: {k} steps, then SIGKILL during {interrupted}; after restart: fsck clean, files {}, snapshots {}, clones {}, all as acknowledged",
                     m.paths.len(),
                     m.snapshots.len(),
                     m.clones.len()
@@ -838,6 +902,9 @@ async fn main() {
     println!(
         "crash test: {run} cycles run, {steps} workload steps, {failures} failures (seed {seed})"
     );
+    for (what, k) in &kills {
+        println!("  killed during {what}: {k}");
+    }
     if failures > 0 {
         std::process::exit(1);
     }

@@ -42,6 +42,10 @@ pub struct FaultPlan {
     pub max_latency: Duration,
     /// How long a timed-out request hangs before failing.
     pub timeout: Duration,
+    /// Inject only into requests whose object path contains this (for
+    /// example `"packs/"`: pack objects fail, SlateDB's do not); `None`:
+    /// every request.
+    pub only_matching: Option<&'static str>,
 }
 
 impl FaultPlan {
@@ -55,6 +59,22 @@ impl FaultPlan {
             lost_reply_permille: error_permille / 10,
             max_latency: Duration::from_millis(2),
             timeout: Duration::from_millis(50),
+            only_matching: None,
+        }
+    }
+
+    /// A plan that fails every request to a path containing `pattern`
+    /// (with an error, or after hanging for `timeout` if `hang`), and
+    /// leaves every other request alone.
+    pub fn failing(pattern: &'static str, hang: Option<Duration>) -> Self {
+        Self {
+            seed: 0,
+            error_permille: if hang.is_some() { 0 } else { 1000 },
+            timeout_permille: if hang.is_some() { 1000 } else { 0 },
+            lost_reply_permille: 0,
+            max_latency: Duration::ZERO,
+            timeout: hang.unwrap_or_default(),
+            only_matching: Some(pattern),
         }
     }
 }
@@ -123,10 +143,15 @@ impl Faults {
         }))
     }
 
-    fn next(&self, write: bool) -> Fault {
+    fn next(&self, write: bool, path: Option<&Path>) -> Fault {
         let Some(plan) = *self.state.plan.lock().unwrap_or_else(|p| p.into_inner()) else {
             return Fault::None(Duration::ZERO);
         };
+        if let Some(pattern) = plan.only_matching
+            && !path.is_some_and(|p| p.as_ref().contains(pattern))
+        {
+            return Fault::None(Duration::ZERO);
+        }
         let n = self.state.seq.fetch_add(1, Ordering::SeqCst);
         let r = splitmix(plan.seed ^ splitmix(n));
         let roll = (r % 1000) as u32;
@@ -200,7 +225,7 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        let fault = self.faults.next(true);
+        let fault = self.faults.next(true, Some(location));
         before(fault).await?;
         let r = self.inner.put_opts(location, payload, opts).await;
         if fault == Fault::LostReply && r.is_ok() {
@@ -214,17 +239,17 @@ impl ObjectStore for FaultStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        before(self.faults.next(false)).await?;
+        before(self.faults.next(false, Some(location))).await?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        before(self.faults.next(false)).await?;
+        before(self.faults.next(false, Some(location))).await?;
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        before(self.faults.next(false)).await?;
+        before(self.faults.next(false, Some(location))).await?;
         self.inner.get_ranges(location, ranges).await
     }
 
@@ -232,7 +257,8 @@ impl ObjectStore for FaultStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        match self.faults.next(true) {
+        // The paths are inside the stream: a path filter sees none.
+        match self.faults.next(true, None) {
             Fault::Error | Fault::Timeout(_) => {
                 futures::stream::once(async { Err(injected("delete failed")) }).boxed()
             }
@@ -241,7 +267,7 @@ impl ObjectStore for FaultStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.faults.next(false) {
+        match self.faults.next(false, prefix) {
             Fault::Error | Fault::Timeout(_) => {
                 futures::stream::once(async { Err(injected("list failed")) }).boxed()
             }
@@ -254,7 +280,7 @@ impl ObjectStore for FaultStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.faults.next(false) {
+        match self.faults.next(false, prefix) {
             Fault::Error | Fault::Timeout(_) => {
                 futures::stream::once(async { Err(injected("list failed")) }).boxed()
             }
@@ -263,12 +289,12 @@ impl ObjectStore for FaultStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        before(self.faults.next(false)).await?;
+        before(self.faults.next(false, prefix)).await?;
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        let fault = self.faults.next(true);
+        let fault = self.faults.next(true, Some(to));
         before(fault).await?;
         let r = self.inner.copy_opts(from, to, options).await;
         if fault == Fault::LostReply && r.is_ok() {
@@ -287,7 +313,7 @@ mod tests {
         let run = |seed| {
             let f = Faults::new();
             f.start(FaultPlan::flaky(seed, 300));
-            (0..200).map(|_| f.next(true)).collect::<Vec<_>>()
+            (0..200).map(|_| f.next(true, None)).collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -300,9 +326,21 @@ mod tests {
     fn stopped_faults_inject_nothing() {
         let f = Faults::new();
         f.start(FaultPlan::flaky(1, 1000));
-        assert_eq!(f.next(false), Fault::Error);
+        assert_eq!(f.next(false, None), Fault::Error);
         f.stop();
-        assert_eq!(f.next(false), Fault::None(Duration::ZERO));
+        assert_eq!(f.next(false, None), Fault::None(Duration::ZERO));
+        assert_eq!(f.injected(), 1);
+    }
+
+    #[test]
+    fn a_path_filter_spares_other_objects() {
+        let f = Faults::new();
+        f.start(FaultPlan::failing("packs/", None));
+        let pack = Path::from("packs/0000000000000001");
+        let sst = Path::from("db/compacted/01.sst");
+        assert_eq!(f.next(true, Some(&pack)), Fault::Error);
+        assert_eq!(f.next(true, Some(&sst)), Fault::None(Duration::ZERO));
+        assert_eq!(f.next(false, None), Fault::None(Duration::ZERO));
         assert_eq!(f.injected(), 1);
     }
 }
