@@ -11,7 +11,7 @@ use nfs3_types::rpc::accept_stat_data;
 use nfs3_types::xdr_codec::{List, Opaque, Pack, Void};
 
 use crate::handle::{FileHandle, SNAPDIR_INO, fileid};
-use crate::rpc::{Call, pack, unpack};
+use crate::rpc::{Body, Call, pack, unpack};
 use crate::server::State;
 use crate::views::{Node, SNAPDIR_NAME};
 
@@ -141,6 +141,21 @@ fn reply<T: Pack, E: Pack>(r: Nfs3Result<T, E>) -> Vec<u8> {
     pack(&r)
 }
 
+/// A successful READ result whose data follows the packed header
+/// uncopied: packed with an empty opaque, whose length word (the last word
+/// of the result) is then set to the data's length.
+fn read_ok(file_attributes: post_op_attr, eof: bool, data: bytes::Bytes) -> Body {
+    let mut packed = reply::<_, READ3resfail>(Nfs3Result::Ok(READ3resok {
+        file_attributes,
+        count: data.len() as u32,
+        eof,
+        data: Opaque::borrowed(&[]),
+    }));
+    let at = packed.len() - 4;
+    packed[at..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+    Body { packed, data }
+}
+
 /// One entry of a directory listing before it is encoded.
 struct Item {
     name: Vec<u8>,
@@ -261,7 +276,7 @@ impl State {
     }
 
     /// Serve one NFSv3 call; `Err` is an RPC-level failure.
-    pub(crate) async fn nfs(&self, call: &Call, args: &[u8]) -> Result<Vec<u8>, accept_stat_data> {
+    pub(crate) async fn nfs(&self, call: &Call, args: &[u8]) -> Result<Body, accept_stat_data> {
         let c = &call.creds;
         macro_rules! args {
             ($t:ty) => {
@@ -269,28 +284,28 @@ impl State {
             };
         }
         Ok(match call.proc_ {
-            0 => pack(&Void),
-            1 => self.getattr(args!(GETATTR3args)).await,
-            2 => self.setattr(c, args!(SETATTR3args)).await,
-            3 => self.lookup(c, args!(LOOKUP3args)).await,
-            4 => self.access(c, args!(ACCESS3args)).await,
-            5 => self.readlink(args!(READLINK3args)).await,
+            0 => pack(&Void).into(),
+            1 => self.getattr(args!(GETATTR3args)).await.into(),
+            2 => self.setattr(c, args!(SETATTR3args)).await.into(),
+            3 => self.lookup(c, args!(LOOKUP3args)).await.into(),
+            4 => self.access(c, args!(ACCESS3args)).await.into(),
+            5 => self.readlink(args!(READLINK3args)).await.into(),
             6 => self.read(c, args!(READ3args)).await,
-            7 => self.write(c, args!(WRITE3args)).await,
-            8 => self.create(c, args!(CREATE3args)).await,
-            9 => self.mkdir(c, args!(MKDIR3args)).await,
-            10 => self.symlink(c, args!(SYMLINK3args)).await,
-            11 => self.mknod(c, args!(MKNOD3args)).await,
-            12 => self.remove(c, args!(REMOVE3args)).await,
-            13 => self.rmdir(c, args!(RMDIR3args)).await,
-            14 => self.rename(c, args!(RENAME3args)).await,
-            15 => self.link(c, args!(LINK3args)).await,
-            16 => self.readdir(c, args!(READDIR3args)).await,
-            17 => self.readdirplus(c, args!(READDIRPLUS3args)).await,
-            18 => self.fsstat(args!(FSSTAT3args)).await,
-            19 => self.fsinfo(args!(FSINFO3args)).await,
-            20 => self.pathconf(args!(PATHCONF3args)).await,
-            21 => self.commit(args!(COMMIT3args)).await,
+            7 => self.write(c, args!(WRITE3args)).await.into(),
+            8 => self.create(c, args!(CREATE3args)).await.into(),
+            9 => self.mkdir(c, args!(MKDIR3args)).await.into(),
+            10 => self.symlink(c, args!(SYMLINK3args)).await.into(),
+            11 => self.mknod(c, args!(MKNOD3args)).await.into(),
+            12 => self.remove(c, args!(REMOVE3args)).await.into(),
+            13 => self.rmdir(c, args!(RMDIR3args)).await.into(),
+            14 => self.rename(c, args!(RENAME3args)).await.into(),
+            15 => self.link(c, args!(LINK3args)).await.into(),
+            16 => self.readdir(c, args!(READDIR3args)).await.into(),
+            17 => self.readdirplus(c, args!(READDIRPLUS3args)).await.into(),
+            18 => self.fsstat(args!(FSSTAT3args)).await.into(),
+            19 => self.fsinfo(args!(FSINFO3args)).await.into(),
+            20 => self.pathconf(args!(PATHCONF3args)).await.into(),
+            21 => self.commit(args!(COMMIT3args)).await.into(),
             _ => return Err(accept_stat_data::PROC_UNAVAIL),
         })
     }
@@ -426,27 +441,26 @@ impl State {
         }
     }
 
-    async fn read(&self, c: &Creds, a: READ3args) -> Vec<u8> {
+    async fn read(&self, c: &Creds, a: READ3args) -> Body {
         let n = match self.node(&a.file).await {
             Ok(n) => n,
-            Err(s) => return reply::<READ3resok, _>(Nfs3Result::Err((s, READ3resfail::default()))),
+            Err(s) => {
+                return reply::<READ3resok, _>(Nfs3Result::Err((s, READ3resfail::default())))
+                    .into();
+            }
         };
         if n.is_snapdir() {
             return reply::<READ3resok, _>(Nfs3Result::Err((
                 nfsstat3::NFS3ERR_ISDIR,
                 READ3resfail::default(),
-            )));
+            )))
+            .into();
         }
         let count = a.count.min(MAX_IO_BYTES);
         match n.view.fs.read(c, n.ino, a.offset, count).await {
             Ok((data, eof)) => {
                 let file_attributes = self.post(&n).await;
-                reply::<_, READ3resfail>(Nfs3Result::Ok(READ3resok {
-                    file_attributes,
-                    count: data.len() as u32,
-                    eof,
-                    data: Opaque::borrowed(&data),
-                }))
+                read_ok(file_attributes, eof, data)
             }
             Err(e) => {
                 let file_attributes = self.post(&n).await;
@@ -454,6 +468,7 @@ impl State {
                     self.fail(&e),
                     READ3resfail { file_attributes },
                 )))
+                .into()
             }
         }
     }
@@ -1144,6 +1159,32 @@ fn trim_cookie_group<E>(entries: &mut Vec<E>, items: &[Item], cookie: impl Fn(&E
             entries.pop();
         } else {
             break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::success;
+
+    #[tokio::test]
+    async fn a_read_reply_with_uncopied_data_is_the_packed_reply() {
+        for len in [0usize, 1, 2, 3, 4, 5, 4097, 1 << 20] {
+            let data = bytes::Bytes::from((0..len).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+            let whole = reply::<_, READ3resfail>(Nfs3Result::Ok(READ3resok {
+                file_attributes: post_op_attr::None,
+                count: len as u32,
+                eof: true,
+                data: Opaque::borrowed(&data),
+            }));
+            let expected = success(9, whole.into()).to_vec();
+            let split = success(9, read_ok(post_op_attr::None, true, data.clone()));
+            assert_eq!(split.len(), expected.len(), "record length for {len} bytes");
+            assert_eq!(split.to_vec(), expected, "record for {len} bytes");
+            let mut wire = Vec::new();
+            split.write_to(&mut wire).await.expect("write to a Vec");
+            assert_eq!(wire, expected, "bytes written for {len} bytes");
         }
     }
 }

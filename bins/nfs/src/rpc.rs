@@ -129,13 +129,97 @@ pub(crate) async fn within<T>(
 /// What a stalled call's client did not do, for [`within`].
 const STALLED: &str = "the client sent part of a call and then nothing";
 
-/// Frame `msg` as one record.
-pub fn frame(mut msg: Vec<u8>) -> Vec<u8> {
-    let len = (msg.len() as u32) | 0x8000_0000;
-    let mut out = Vec::with_capacity(msg.len() + 4);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.append(&mut msg);
-    out
+/// A procedure's result: its packed XDR, then `data`, the bytes of an
+/// opaque that ends the result (READ's data: its length word is the last
+/// word of `packed`; the XDR padding after it is added when written). So
+/// file data goes to the socket from the buffer the engine returned,
+/// never copied into the reply.
+#[derive(Debug, Default)]
+pub struct Body {
+    /// The packed result (with the opaque's length word last, if `data`).
+    pub packed: Vec<u8>,
+    /// The trailing opaque's bytes (empty for every other result).
+    pub data: bytes::Bytes,
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(packed: Vec<u8>) -> Self {
+        Self {
+            packed,
+            data: bytes::Bytes::new(),
+        }
+    }
+}
+
+/// One reply record as it goes on the wire: the record mark, the reply
+/// header and packed result in `head`, then the trailing opaque's bytes
+/// and padding.
+#[derive(Debug)]
+pub struct Reply {
+    /// Record mark (filled in by [`Reply::new`]), header, packed result.
+    head: Vec<u8>,
+    data: bytes::Bytes,
+}
+
+/// Zeros for XDR padding.
+const PAD: [u8; 3] = [0; 3];
+
+impl Reply {
+    /// A record of `head` (whose first 4 bytes are room for the record
+    /// mark) followed by `data` and its padding to a 4-byte boundary.
+    fn new(mut head: Vec<u8>, data: bytes::Bytes) -> Self {
+        let len = head.len() - 4 + data.len() + pad_len(data.len());
+        let mark = (len as u32) | 0x8000_0000;
+        head[..4].copy_from_slice(&mark.to_be_bytes());
+        Self { head, data }
+    }
+
+    /// Bytes on the wire, record mark included.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.data.len() + pad_len(self.data.len())
+    }
+
+    /// Whether the record is empty (never: it has at least its mark).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The whole record in one buffer (tests, small replies).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(&self.head);
+        v.extend_from_slice(&self.data);
+        v.extend_from_slice(&PAD[..pad_len(self.data.len())]);
+        v
+    }
+
+    /// Write the record to `w`: one vectored write of its parts where the
+    /// socket takes it, so the data is not copied first.
+    pub async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
+        use bytes::Buf;
+        use tokio::io::AsyncWriteExt;
+        let mut parts = Buf::chain(
+            Buf::chain(&self.head[..], &self.data[..]),
+            &PAD[..pad_len(self.data.len())],
+        );
+        w.write_all_buf(&mut parts).await
+    }
+}
+
+/// XDR padding after `n` opaque bytes.
+fn pad_len(n: usize) -> usize {
+    (4 - n % 4) % 4
+}
+
+/// Frame `msg` as one record (a client's call, in tests).
+pub fn frame(msg: Vec<u8>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(msg.len() + 4);
+    head.extend_from_slice(&[0; 4]);
+    head.extend_from_slice(&msg);
+    Reply::new(head, bytes::Bytes::new()).to_vec()
 }
 
 /// Parse a call header; returns it and the offset of the procedure's
@@ -178,7 +262,7 @@ pub fn parse_call(record: &[u8]) -> Result<(Call, usize), BadCall> {
     ))
 }
 
-fn accepted(xid: u32, data: accept_stat_data, body: &[u8]) -> Vec<u8> {
+fn accepted(xid: u32, data: accept_stat_data, body: Body) -> Reply {
     let msg = rpc_msg {
         xid,
         body: msg_body::REPLY(reply_body::MSG_ACCEPTED(accepted_reply {
@@ -186,32 +270,34 @@ fn accepted(xid: u32, data: accept_stat_data, body: &[u8]) -> Vec<u8> {
             reply_data: data,
         })),
     };
-    let mut out = Vec::with_capacity(msg.packed_size() + body.len());
+    let mut head = Vec::with_capacity(4 + msg.packed_size() + body.packed.len());
+    head.extend_from_slice(&[0; 4]);
     // Packing into a Vec cannot fail.
-    let _ = msg.pack(&mut out);
-    out.extend_from_slice(body);
-    out
+    let _ = msg.pack(&mut head);
+    head.extend_from_slice(&body.packed);
+    Reply::new(head, body.data)
 }
 
-/// A successful reply carrying the packed result `body`.
-pub fn success(xid: u32, body: &[u8]) -> Vec<u8> {
+/// A successful reply carrying the result `body`.
+pub fn success(xid: u32, body: Body) -> Reply {
     accepted(xid, accept_stat_data::SUCCESS, body)
 }
 
 /// An accepted reply with an error status (PROG_UNAVAIL, PROC_UNAVAIL, ...).
-pub fn accept_error(xid: u32, data: accept_stat_data) -> Vec<u8> {
-    accepted(xid, data, &[])
+pub fn accept_error(xid: u32, data: accept_stat_data) -> Reply {
+    accepted(xid, data, Body::default())
 }
 
 /// A denied reply.
-pub fn denied(xid: u32, why: rejected_reply) -> Vec<u8> {
+pub fn denied(xid: u32, why: rejected_reply) -> Reply {
     let msg = rpc_msg {
         xid,
         body: msg_body::REPLY(reply_body::MSG_DENIED(why)),
     };
-    let mut out = Vec::with_capacity(msg.packed_size());
-    let _ = msg.pack(&mut out);
-    out
+    let mut head = Vec::with_capacity(4 + msg.packed_size());
+    head.extend_from_slice(&[0; 4]);
+    let _ = msg.pack(&mut head);
+    Reply::new(head, bytes::Bytes::new())
 }
 
 /// Pack any XDR value.

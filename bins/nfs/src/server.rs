@@ -220,7 +220,7 @@ async fn connection(
     // A reply travels with its call's store-wide permit, which is returned
     // once the reply is on the socket: calls in flight and replies waiting
     // for a slow client count against the same bound.
-    let (tx, rx) = mpsc::channel::<(Vec<u8>, OwnedSemaphorePermit)>(max_in_flight);
+    let (tx, rx) = mpsc::channel::<(rpc::Reply, OwnedSemaphorePermit)>(max_in_flight);
     let closed = shutdown.child_token();
     let writer = tokio::spawn(write_replies(wr, rx, limits.reply_timeout, closed.clone()));
     let slots = Arc::new(Semaphore::new(max_in_flight));
@@ -256,7 +256,7 @@ async fn connection(
             if let Some(reply) = state.handle(&record).await {
                 drop(record);
                 drop(held);
-                let _ = tx.send((rpc::frame(reply), call)).await;
+                let _ = tx.send((reply, call)).await;
             }
             drop(slot);
         });
@@ -271,13 +271,13 @@ async fn connection(
 /// socket. On failure, `closed` stops the connection's reader.
 async fn write_replies(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<(Vec<u8>, OwnedSemaphorePermit)>,
+    mut rx: mpsc::Receiver<(rpc::Reply, OwnedSemaphorePermit)>,
     timeout: Duration,
     closed: CancellationToken,
 ) -> std::io::Result<()> {
     let r = async {
         while let Some((buf, call)) = rx.recv().await {
-            rpc::within(timeout, "the client took no reply", wr.write_all(&buf)).await?;
+            rpc::within(timeout, "the client took no reply", buf.write_to(&mut wr)).await?;
             drop(call);
         }
         wr.shutdown().await
@@ -291,7 +291,7 @@ async fn write_replies(
 
 impl State {
     /// Answer one record; `None` when no reply is possible.
-    pub async fn handle(&self, record: &[u8]) -> Option<Vec<u8>> {
+    pub async fn handle(&self, record: &[u8]) -> Option<rpc::Reply> {
         let (call, off) = match rpc::parse_call(record) {
             Ok(x) => x,
             Err(BadCall::Garbage) => {
@@ -313,8 +313,8 @@ impl State {
         let started = std::time::Instant::now();
         let result = match (call.prog, call.vers) {
             (NFS_PROGRAM, 3) => self.nfs(&call, args).await,
-            (MOUNT_PROGRAM, 3) => self.mount(&call, args).await,
-            (PORTMAP_PROGRAM, 2) => self.portmap(&call, args),
+            (MOUNT_PROGRAM, 3) => self.mount(&call, args).await.map(Into::into),
+            (PORTMAP_PROGRAM, 2) => self.portmap(&call, args).map(Into::into),
             (NFS_PROGRAM | MOUNT_PROGRAM, _) => {
                 Err(accept_stat_data::PROG_MISMATCH { low: 3, high: 3 })
             }
@@ -329,7 +329,7 @@ impl State {
             "call"
         );
         Some(match result {
-            Ok(body) => rpc::success(call.xid, &body),
+            Ok(body) => rpc::success(call.xid, body),
             Err(e) => rpc::accept_error(call.xid, e),
         })
     }

@@ -129,14 +129,24 @@ pub async fn read_chunks(
     hashes: &[ChunkHash],
     max_len: usize,
 ) -> Result<Vec<Bytes>> {
+    let frames = fetch_frames(kv, packer, hashes).await?;
+    decode_frames(hashes, &frames, max_len)
+}
+
+/// The stored frames of chunks, not yet verified (the I/O half of
+/// [`read_chunks`], so a caller can verify elsewhere, off its thread):
+/// locations looked up together, then coalesced reads per pack.
+pub async fn fetch_frames(kv: &Kv, packer: &Packer, hashes: &[ChunkHash]) -> Result<Vec<Bytes>> {
     let locs = futures::future::try_join_all(hashes.iter().map(|h| locate(kv, h))).await?;
-    let frames: Vec<(ChunkHash, Bytes)> = hashes
+    Ok(packer.read_frames(&locs).await?)
+}
+
+/// Decode and verify `frames` against `hashes` (the CPU half of
+/// [`read_chunks`]): each chunk's plaintext, at most `max_len` bytes.
+pub fn decode_frames(hashes: &[ChunkHash], frames: &[Bytes], max_len: usize) -> Result<Vec<Bytes>> {
+    hashes
         .iter()
-        .copied()
-        .zip(packer.read_frames(&locs).await?)
-        .collect();
-    frames
-        .iter()
+        .zip(frames)
         .map(|(h, f)| Ok(decode_frame(h, f, max_len)?))
         .collect()
 }

@@ -13,6 +13,7 @@ use cairn_fs::{
 use cairn_meta::View;
 
 use crate::ops::{Op, Result, err, is_dot, show, validate_name};
+use crate::readahead::READ_AHEAD_MAX;
 use crate::{
     Inner, REPORTED_CAPACITY_BYTES, REPORTED_CAPACITY_FILES, ROOT_INO, cas_err, kv_err, meta_err,
     perm,
@@ -227,16 +228,23 @@ impl DatasetFs {
 /// lock). Past that, the object is really missing: the store is damaged.
 const READ_RETRIES: u32 = 8;
 
+/// Reads at least this long are verified and assembled on a blocking
+/// thread, so the thread serving sockets goes on meanwhile.
+const OFFLOAD_BYTES: u64 = 256 << 10;
+
+/// The frames covering a range: `(chunk index, hash, frame)`, holes left out.
+type Frames = (Vec<u64>, Vec<ChunkHash>, Vec<Bytes>);
+
 impl DatasetFs {
-    /// The chunks covering bytes `offset..end` of `ino` as this view sees
-    /// them: `(chunk index, plaintext)`, holes left out. The inner error: a
+    /// The stored frames of the chunks covering bytes `offset..end` of
+    /// `ino` as this view sees them, not yet verified. The inner error: a
     /// map or chunk looked up was missing (see [`READ_RETRIES`]).
-    async fn read_chunks(
+    async fn read_frames(
         &self,
         ino: u64,
         offset: u64,
         end: u64,
-    ) -> Result<std::result::Result<Vec<(u64, Bytes)>, FsError>> {
+    ) -> Result<std::result::Result<Frames, FsError>> {
         let cs = self.chunk_size as u64;
         let (first, last) = (offset / cs, (end - 1) / cs);
         let t = self.inner.kv.txn();
@@ -257,15 +265,45 @@ impl DatasetFs {
             .iter()
             .flat_map(|(g, m)| m.chunks().map(move |(i, c)| (g * MAP_SLOTS + i, c)))
             .filter(|(idx, _)| (first..=last).contains(idx));
-        let max = self.chunk_size as usize;
         let (idxs, hashes): (Vec<u64>, Vec<ChunkHash>) = wanted.map(|(i, c)| (i, c.hash)).unzip();
-        let chunks = cairn_cas::read_chunks(kv, &self.inner.packs, &hashes, max)
-            .await
-            .map(|d| idxs.into_iter().zip(d).collect::<Vec<_>>());
-        match chunks {
-            Ok(c) => Ok(Ok(c)),
+        match cairn_cas::fetch_frames(kv, &self.inner.packs, &hashes).await {
+            Ok(frames) => Ok(Ok((idxs, hashes, frames))),
             Err(e) => missing(e).map(Err),
         }
+    }
+
+    /// Bytes `offset..end` of a regular file `ino` (within its size, not
+    /// inline): fetched, looked up again if a concurrent write or repack
+    /// moved what was looked up, then verified and assembled.
+    async fn read_range(&self, ino: u64, offset: u64, end: u64) -> Result<Bytes> {
+        let mut retries = 0;
+        let (idxs, hashes, frames) = loop {
+            match self.read_frames(ino, offset, end).await? {
+                Ok(f) => break f,
+                Err(e) if retries < READ_RETRIES => {
+                    // A concurrent write replaced the record we had looked up.
+                    tracing::debug!(ino, %e, "read raced a write; reading again");
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let cs = self.chunk_size as u64;
+        let finish = move || -> Result<Bytes> {
+            let plain = cairn_cas::decode_frames(&hashes, &frames, cs as usize).map_err(cas_err)?;
+            Ok(assemble(
+                cs,
+                offset,
+                end,
+                idxs.into_iter().zip(plain).collect(),
+            ))
+        };
+        if end - offset < OFFLOAD_BYTES {
+            return finish();
+        }
+        tokio::task::spawn_blocking(finish)
+            .await
+            .map_err(|e| err(ErrorKind::Io, format!("read of inode {ino} stopped: {e}")))?
     }
 }
 
@@ -520,19 +558,29 @@ impl Filesystem for DatasetFs {
                 eof,
             ));
         }
-        let mut retries = 0;
-        let chunks = loop {
-            match self.read_chunks(ino, offset, end).await? {
-                Ok(chunks) => break chunks,
-                Err(e) if retries < READ_RETRIES => {
-                    // A concurrent write replaced the record we had looked up.
-                    tracing::debug!(ino, %e, "read raced a write; reading again");
-                    retries += 1;
-                }
-                Err(e) => return Err(e),
-            }
+        // Read before anything this read looks at, so a range fetched
+        // ahead is used only if nothing has committed since it began.
+        let commits = self.inner.kv.commits();
+        let (ahead, sequential) = self.inner.ahead.take(self.view, ino, offset, end, commits);
+        let fetched = match ahead {
+            Some(a) => a.bytes().await,
+            None => None,
         };
-        Ok((assemble(self.chunk_size as u64, offset, end, chunks), eof))
+        let data = match fetched {
+            Some(d) => d,
+            None => self.read_range(ino, offset, end).await?,
+        };
+        let len = end - offset;
+        let next = (sequential && !eof && len <= READ_AHEAD_MAX)
+            .then(|| (self.inner.kv.commits(), rec.size.min(end + len)));
+        let fs = self.clone();
+        let ahead_end = next.map_or(end, |(_, e)| e);
+        self.inner
+            .ahead
+            .start(self.view, ino, end, next, async move {
+                fs.read_range(ino, end, ahead_end).await
+            });
+        Ok((data, eof))
     }
 
     async fn write(&self, creds: &Creds, ino: InodeId, offset: u64, data: &[u8]) -> Result<Attr> {

@@ -16,6 +16,7 @@ mod fsck;
 mod ops;
 mod perm;
 mod promote;
+mod readahead;
 mod restore;
 mod scrub;
 
@@ -114,6 +115,8 @@ pub(crate) struct Inner {
     /// Views that exist, published by the writer after registry changes so
     /// lock-free readers can answer `Stale` for deleted ones.
     pub(crate) live: std::sync::RwLock<HashSet<ViewId>>,
+    /// Files being read sequentially, and the ranges fetched ahead for them.
+    pub(crate) ahead: readahead::ReadAhead,
 }
 
 impl Inner {
@@ -238,6 +241,7 @@ impl Engine {
                 store_id,
                 writer: tokio::sync::Mutex::new(WriterState { next_ino, reg }),
                 live: Default::default(),
+                ahead: Default::default(),
             }),
         };
         engine.resume().await?;

@@ -364,6 +364,8 @@ struct Shared {
     wake: tokio::sync::Notify,
     closed: std::sync::atomic::AtomicBool,
     poisoned: Arc<Mutex<Option<String>>>,
+    /// Transactions committed since open (see [`Kv::commits`]).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -661,6 +663,7 @@ impl Kv {
             wake: tokio::sync::Notify::new(),
             closed: std::sync::atomic::AtomicBool::new(false),
             poisoned: poisoned.clone(),
+            commits: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(write_layers(Arc::downgrade(&shared)));
         Ok(Self {
@@ -783,6 +786,15 @@ impl Kv {
             primed: false,
             layer: layer.into_iter().peekable(),
         })
+    }
+
+    /// How many transactions that wrote something have committed since
+    /// open. Unchanged between two calls means nothing read in between
+    /// was changed meanwhile (a read-ahead's validity test).
+    pub fn commits(&self) -> u64 {
+        self.shared
+            .commits
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Start a transaction: reads see its own writes; commit writes one batch.
@@ -1240,6 +1252,13 @@ impl Txn<'_> {
                 };
                 l.insert(k, v);
             }
+            // Counted under the layer lock, after the writes are visible: a
+            // reader that sees the count unchanged around its reads read no
+            // state this commit changed.
+            self.kv
+                .shared
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             l.last_commit = Instant::now();
             if l.open_since.is_none() {
                 l.open_since = Some(l.last_commit);
