@@ -33,8 +33,8 @@ pub use cairn_codec::ChunkHash as Hash;
 const STATS_KEY: &[u8] = b"cas.stats";
 
 pub use cairn_pack::{
-    DEFAULT_CACHE_BYTES, DEFAULT_PACK_BYTES, DirEntry, Location, PackError, PackStore, Packer,
-    decode_frame, encode_frame, parse_pack,
+    DEFAULT_CACHE_BYTES, DEFAULT_PACK_BYTES, DEFAULT_REMOTE_PACK_BYTES, DirEntry, Location,
+    PackError, PackStore, Packer, decode_frame, encode_frame, parse_pack,
 };
 
 /// What went wrong in the chunk store.

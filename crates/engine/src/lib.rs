@@ -76,8 +76,9 @@ pub struct EngineOptions {
     pub compress: bool,
     /// Key-value options (object store credentials, wrappers).
     pub kv: KvOptions,
-    /// Size at which the open pack is sealed.
-    pub pack_bytes: usize,
+    /// Size at which the open pack is sealed; `None`: 32 MiB for a local
+    /// store, 64 MiB for a remote one (fewer PUTs).
+    pub pack_bytes: Option<usize>,
     /// Bytes of pack blocks cached for a remote store (the page cache
     /// serves local ones).
     pub pack_cache_bytes: u64,
@@ -89,7 +90,7 @@ impl Default for EngineOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             compress: true,
             kv: KvOptions::default(),
-            pack_bytes: cairn_cas::DEFAULT_PACK_BYTES,
+            pack_bytes: None,
             pack_cache_bytes: cairn_cas::DEFAULT_CACHE_BYTES,
         }
     }
@@ -222,7 +223,12 @@ impl Engine {
         };
         let store = cairn_cas::PackStore::new(kv.object_store(), kv.pack_root().clone(), cache);
         remove_orphans(&store, next_pack).await?;
-        let packs = Arc::new(cairn_cas::Packer::new(store, options.pack_bytes, next_pack));
+        let pack_bytes = options.pack_bytes.unwrap_or(if kv.is_remote() {
+            cairn_cas::DEFAULT_REMOTE_PACK_BYTES
+        } else {
+            cairn_cas::DEFAULT_PACK_BYTES
+        });
+        let packs = Arc::new(cairn_cas::Packer::new(store, pack_bytes, next_pack));
         install_cutter(&kv, packs.clone());
         let reg = Registry::load(&kv).await.map_err(reg_err)?;
         if reg.dataset(reg.default_id()).is_none() {

@@ -324,7 +324,7 @@ async fn store_to_repack(s: &Store) -> (Vec<u8>, Vec<u8>) {
     let engine = Engine::open(
         &s.url,
         EngineOptions {
-            pack_bytes: 1 << 20,
+            pack_bytes: Some(1 << 20),
             ..Default::default()
         },
     )

@@ -22,7 +22,7 @@ async fn overwritten_and_deleted_data_leaves_the_packs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().display());
     let options = EngineOptions {
-        pack_bytes: 256 << 10,
+        pack_bytes: Some(256 << 10),
         ..Default::default()
     };
     let engine = Engine::open(&url, options).await.expect("open");

@@ -28,7 +28,7 @@ async fn reads_racing_repacks_see_every_chunk() {
     // after the old pack was deleted.
     let faults = Faults::new();
     let options = EngineOptions {
-        pack_bytes: 4 << 20,
+        pack_bytes: Some(4 << 20),
         kv: KvOptions {
             wrap: Some(faults.wrapper()),
             ..Default::default()

@@ -84,6 +84,7 @@ impl ObjectStore for Counting {
     ) -> Result<PutResult> {
         inc(&self.counters.put, 1);
         inc(&self.counters.put_bytes, payload.content_length() as u64);
+        tracing::trace!(%location, bytes = payload.content_length(), "PUT");
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -93,6 +94,7 @@ impl ObjectStore for Counting {
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
         inc(&self.counters.put, 1);
+        tracing::trace!(%location, "PUT multipart");
         self.inner.put_multipart_opts(location, opts).await
     }
 

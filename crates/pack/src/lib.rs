@@ -25,8 +25,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 pub use format::{DirEntry, Location, decode_frame, encode_frame, parse_pack};
 
-/// Default size at which the open pack is sealed: 32 MiB.
+/// Default size at which the open pack of a local store is sealed: 32 MiB.
 pub const DEFAULT_PACK_BYTES: usize = 32 << 20;
+/// Default size at which the open pack of a remote store is sealed: 64 MiB.
+/// Every full pack is one PUT and ends a layer (one more, for SlateDB's
+/// WAL), so 32 MiB packs cost about 67 PUTs per GiB written; these cost
+/// about 40, for at most about 3 x 64 MiB of frames in memory.
+pub const DEFAULT_REMOTE_PACK_BYTES: usize = 64 << 20;
 /// Neighbouring frames of one pack closer than this are read with one
 /// request: 256 KiB.
 pub const COALESCE_GAP: u64 = 256 << 10;
