@@ -85,6 +85,11 @@ pub struct Storage {
     /// refused (ENOSPC) below it, so compaction and deletes still have room.
     #[serde(deserialize_with = "de_size")]
     pub reserve_bytes: u64,
+    /// Bytes per second the background repacker may read and write to give
+    /// back the space of deleted data (copying live chunks out of packs
+    /// that are mostly dead); 0 turns it off (`cairn gc` still repacks).
+    #[serde(deserialize_with = "de_size")]
+    pub repack_rate_bytes: u64,
     /// Extra object store options (credentials, endpoint, region, ...),
     /// passed to `object_store` as given (`aws_access_key_id`, ...).
     pub options: BTreeMap<String, String>,
@@ -98,6 +103,7 @@ impl Default for Storage {
             compression: Compression::Lz4,
             cache_size_bytes: 64 * 1024 * 1024,
             reserve_bytes: 1024 * 1024 * 1024,
+            repack_rate_bytes: 64 * 1024 * 1024,
             options: BTreeMap::new(),
         }
     }
@@ -376,6 +382,10 @@ cache_size_bytes = "64MiB"
 # A local store's filesystem keeps this much free: new data is refused
 # (ENOSPC) below it, so compaction, deletes and snapshot deletes still work.
 reserve_bytes = "1GiB"
+# Background repacking, in bytes per second read and written: every minute,
+# live chunks are copied out of packs that are mostly dead so their space
+# comes back. 0 turns it off (`cairn gc` still repacks on demand).
+repack_rate_bytes = "64MiB"
 
 # Object store settings, passed to object_store as given. The standard
 # AWS_* / GOOGLE_* / AZURE_* environment variables are read as well.

@@ -79,6 +79,12 @@ pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
                 reserve_bytes: Some(config.storage.reserve_bytes),
                 ..Default::default()
             },
+            background_repack: (config.storage.repack_rate_bytes > 0).then(|| {
+                cairn_engine::BackgroundRepack {
+                    bytes_per_sec: config.storage.repack_rate_bytes,
+                    ..Default::default()
+                }
+            }),
             ..Default::default()
         },
     )

@@ -149,11 +149,6 @@ pub struct GcReport {
     pub pack_bytes_reclaimed: u64,
 }
 
-/// A stored pack whose live bytes fall below this fraction of its size is
-/// rewritten by gc: 50%, so at most half of the pack bytes are dead after a
-/// gc and a rewrite copies at most as much as it frees.
-pub const REPACK_LIVE_FRACTION: f64 = 0.5;
-
 fn format_uuid(u: &[u8; 16]) -> String {
     let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
     format!(
@@ -996,9 +991,10 @@ impl Engine {
 
     /// Sweep maps and chunks nothing references (left by interrupted
     /// operations) and correct refcounts to the number of extent records
-    /// naming each map and of stored maps' slots naming each chunk.
+    /// naming each map and of stored maps' slots naming each chunk; then
+    /// repack to completion ([`Engine::repack`]).
     pub async fn gc(&self) -> Result<GcReport> {
-        let _w = self.inner.writer.lock().await;
+        let w = self.inner.writer.lock().await;
         let kv = &self.inner.kv;
         let mut report = GcReport::default();
         let mut t = kv.txn();
@@ -1062,147 +1058,28 @@ impl Engine {
             }
         }
         t.commit().await.map_err(kv_err)?;
+        drop(w);
         self.inner.kv.flush().await.map_err(kv_err)?;
-        self.repack(&live, &mut report).await?;
+        let r = self.repack(None).await?;
+        report.packs_rewritten = r.packs_rewritten;
+        report.chunks_moved = r.chunks_moved;
+        report.packs_deleted = r.packs_deleted;
+        report.pack_bytes_reclaimed = r.pack_bytes_reclaimed;
         if report.swept > 0 || report.swept_maps > 0 || report.fixed_refcounts > 0 {
             tracing::warn!(?report, "gc repaired the chunk store");
         }
         Ok(report)
     }
 
-    /// Delete stored packs nothing lives in, and copy the live frames of
-    /// packs below [`REPACK_LIVE_FRACTION`] (and of small packs, when there
-    /// are several to merge) forward into new packs. Memory: one source pack
-    /// plus the open pack. `live` is each pack's live record as the sweep
-    /// left it; the caller holds the writer lock.
-    async fn repack(
-        &self,
-        live: &HashMap<u64, cairn_cas::PackLive>,
-        report: &mut GcReport,
-    ) -> Result<()> {
-        let packs = &self.inner.packs;
-        let stored = packs.store().list_from(0).await.map_err(crate::pack_err)?;
-        let first_unsealed = packs.next_id();
-        let small = packs.pack_bytes() as u64 / 4;
-        let sealed: Vec<(u64, u64, cairn_cas::PackLive)> = stored
-            .into_iter()
-            .filter(|(id, _)| *id < first_unsealed && !packs.in_memory(*id))
-            .map(|(id, size)| (id, size, live.get(&id).copied().unwrap_or_default()))
-            .collect();
-        let smalls = sealed
-            .iter()
-            .filter(|(_, size, l)| l.chunks > 0 && *size < small)
-            .count();
-        let mut batch: Vec<(u64, u64, u64)> = Vec::new();
-        let mut moved = Vec::new();
-        for (id, size, l) in sealed {
-            let sparse = (l.bytes as f64) < REPACK_LIVE_FRACTION * size as f64;
-            let merge = smalls > 1 && size < small;
-            if l.chunks > 0 && !sparse && !merge {
-                continue;
-            }
-            if l.chunks > 0 {
-                self.gather(id, &mut moved).await?;
-            }
-            batch.push((id, size, l.bytes));
-            if packs.open_bytes() >= packs.pack_bytes() {
-                self.finish_moves(std::mem::take(&mut moved), &mut batch, report)
-                    .await?;
-            }
-        }
-        self.finish_moves(moved, &mut batch, report).await
-    }
-
-    /// Append the frames of pack `id` that the index still points at to
-    /// the open pack; `moved` gets `(index key, old, new location)`.
-    async fn gather(
-        &self,
-        id: u64,
-        moved: &mut Vec<(Vec<u8>, cairn_cas::Location, cairn_cas::Location)>,
-    ) -> Result<()> {
-        let kv = &self.inner.kv;
-        let bytes = self
-            .inner
-            .packs
-            .store()
-            .get(id)
+    /// One repack pass to completion over every sealed pack, at most
+    /// `bytes_per_sec` read and written (`None`: unbounded); see
+    /// `repack.rs`. Unlike `gc` it trusts the live records and sweeps
+    /// nothing, so it costs what it moves, not a walk of the index.
+    pub async fn repack(&self, bytes_per_sec: Option<u64>) -> Result<crate::RepackReport> {
+        self.inner
+            .repack
+            .run(&self.inner, u64::MAX, bytes_per_sec, false)
             .await
-            .map_err(crate::pack_err)?;
-        let dir = cairn_cas::parse_pack(id, &bytes).map_err(crate::pack_err)?;
-        let keys: Vec<Vec<u8>> = dir.iter().map(|e| Key::Chunk(e.hash).encode()).collect();
-        let current = futures::future::try_join_all(keys.iter().map(|k| kv.get(k)))
-            .await
-            .map_err(kv_err)?;
-        for ((e, key), cur) in dir.iter().zip(keys).zip(current) {
-            let Some(cur) = cur else { continue };
-            let loc = cairn_cas::decode_location(&e.hash, &cur).map_err(cas_err)?;
-            if loc.pack != id || loc.offset != e.offset {
-                continue;
-            }
-            let r = loc.range();
-            let Some(frame) = bytes.get(r.start as usize..r.end as usize) else {
-                return Err(cas_err(cairn_cas::CasError::Corrupt {
-                    hash: e.hash.to_hex(),
-                    reason: format!("index points past the end of pack {id:016x}"),
-                }));
-            };
-            let (new, _) = self.inner.packs.append(e.hash, frame, loc.plain);
-            moved.push((key, loc, new));
-        }
-        Ok(())
-    }
-
-    /// Store the open pack holding `moved` frames, repoint them in one
-    /// batch (ordering rule 5), then delete the source packs in `batch`
-    /// `(id, size, live bytes)` and their records.
-    async fn finish_moves(
-        &self,
-        moved: Vec<(Vec<u8>, cairn_cas::Location, cairn_cas::Location)>,
-        batch: &mut Vec<(u64, u64, u64)>,
-        report: &mut GcReport,
-    ) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let kv = &self.inner.kv;
-        if !moved.is_empty() {
-            // The new pack is stored before anything names it (rule 1).
-            let epoch = kv.cut();
-            kv.wait_written(epoch).await.map_err(kv_err)?;
-            crate::crash_point(kv, "gc.repack.after_seal").await?;
-        }
-        let mut t = kv.txn();
-        let mut deltas: HashMap<u64, (i64, i64)> = HashMap::new();
-        for (key, _, new) in &moved {
-            t.put(key.clone(), new.encode());
-            let d = deltas.entry(new.pack).or_default();
-            d.0 += 1;
-            d.1 += new.len as i64;
-        }
-        cairn_cas::add_pack_live(&mut t, &deltas)
-            .await
-            .map_err(cas_err)?;
-        for (id, _, _) in batch.iter() {
-            t.delete(Key::Pack(*id).encode());
-        }
-        t.commit().await.map_err(kv_err)?;
-        kv.flush().await.map_err(kv_err)?;
-        crate::crash_point(kv, "gc.repack.before_delete").await?;
-        for (id, size, live) in batch.drain(..) {
-            self.inner
-                .packs
-                .store()
-                .delete(id)
-                .await
-                .map_err(crate::pack_err)?;
-            report.packs_deleted += 1;
-            report.pack_bytes_reclaimed += size.saturating_sub(live);
-            if live > 0 {
-                report.packs_rewritten += 1;
-            }
-        }
-        report.chunks_moved += moved.len() as u64;
-        Ok(())
     }
 
     /// Stage refcounts of `level` equal to `actual` (deleting those of

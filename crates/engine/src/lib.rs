@@ -17,6 +17,7 @@ mod ops;
 mod perm;
 mod promote;
 mod readahead;
+mod repack;
 mod restore;
 mod scrub;
 
@@ -37,6 +38,10 @@ pub use cairn_registry::{MAX_VIEW_ID, ROOT_DATASET, SnapshotSpec};
 pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;
 pub use fsck::{FsckReport, Problem};
+pub use repack::{
+    BackgroundRepack, DEFAULT_REPACK_INTERVAL, DEFAULT_REPACK_RATE, REPACK_LIVE_FRACTION,
+    RepackReport,
+};
 pub use restore::RestoreReport;
 pub use scrub::{DamagedChunk, ScrubProgress, ScrubReport};
 
@@ -82,6 +87,9 @@ pub struct EngineOptions {
     /// Bytes of pack blocks cached for a remote store (the page cache
     /// serves local ones).
     pub pack_cache_bytes: u64,
+    /// The background repacker (`None`: off; space comes back only with
+    /// `gc` or `repack`).
+    pub background_repack: Option<BackgroundRepack>,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +100,7 @@ impl Default for EngineOptions {
             kv: KvOptions::default(),
             pack_bytes: None,
             pack_cache_bytes: cairn_cas::DEFAULT_CACHE_BYTES,
+            background_repack: None,
         }
     }
 }
@@ -118,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) live: std::sync::RwLock<HashSet<ViewId>>,
     /// Files being read sequentially, and the ranges fetched ahead for them.
     pub(crate) ahead: readahead::ReadAhead,
+    /// Repack passes (gc's and the background task's), one at a time.
+    pub(crate) repack: Arc<repack::Repacker>,
 }
 
 impl Inner {
@@ -248,9 +259,13 @@ impl Engine {
                 writer: tokio::sync::Mutex::new(WriterState { next_ino, reg }),
                 live: Default::default(),
                 ahead: Default::default(),
+                repack: Default::default(),
             }),
         };
         engine.resume().await?;
+        if let Some(cfg) = options.background_repack {
+            engine.inner.repack.start(&engine.inner, cfg);
+        }
         Ok(engine)
     }
 
@@ -303,6 +318,7 @@ impl Engine {
 
     /// Flush and close the store.
     pub async fn close(&self) -> Result<(), FsError> {
+        self.inner.repack.shutdown().await;
         let _w = self.inner.writer.lock().await;
         self.inner.kv.close().await.map_err(kv_err)
     }
