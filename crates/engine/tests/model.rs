@@ -6,8 +6,9 @@
 //! dataset and every snapshot must read exactly its model.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use cairn_engine::{Engine, EngineOptions};
+use cairn_engine::{BackgroundRepack, Engine, EngineOptions};
 use cairn_fs::{CreateHow, Creds, ErrorKind, FileKind, Filesystem, SetAttr};
 use proptest::prelude::*;
 
@@ -503,6 +504,11 @@ fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
             "memory://",
             EngineOptions {
                 chunk_size,
+                pack_bytes: Some(256 << 10),
+                background_repack: Some(BackgroundRepack {
+                    bytes_per_sec: u64::MAX,
+                    interval: Duration::from_millis(1),
+                }),
                 ..Default::default()
             },
         )
@@ -879,8 +885,15 @@ fn check_world(steps: Vec<Step>) -> Result<(), TestCaseError> {
     rt.block_on(async {
         let engine = Engine::open(
             "memory://",
+            // Packs small enough to fill within a case, and the
+            // background repacker running between (and inside) steps.
             EngineOptions {
                 chunk_size: 4096,
+                pack_bytes: Some(16 << 10),
+                background_repack: Some(BackgroundRepack {
+                    bytes_per_sec: u64::MAX,
+                    interval: Duration::from_millis(1),
+                }),
                 ..Default::default()
             },
         )
