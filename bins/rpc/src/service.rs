@@ -174,7 +174,7 @@ impl Admin for Service {
             .set_default_dataset(name)
             .await
             .map_err(status_of)?;
-        let d = self.engine.dataset_info(name).await.map_err(status_of)?;
+        let d = self.engine.dataset_summary(name).await.map_err(status_of)?;
         Ok(Response::new(dataset(d)))
     }
 
@@ -183,7 +183,11 @@ impl Admin for Service {
         _: Request<pb::GetDefaultRequest>,
     ) -> Result<Response<pb::Dataset>, Status> {
         let name = self.engine.default_dataset().await.map_err(status_of)?;
-        let d = self.engine.dataset_info(&name).await.map_err(status_of)?;
+        let d = self
+            .engine
+            .dataset_summary(&name)
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(dataset(d)))
     }
 
@@ -194,25 +198,27 @@ impl Admin for Service {
         let r = r.into_inner();
         let ds = required("dataset", &r.dataset)?;
         let name = required("name", &r.name)?;
-        let clone = if r.writable {
-            Some(
-                self.engine
-                    .writable_snapshot(ds, name, name)
-                    .await
-                    .map_err(status_of)?,
-            )
+        // What is known without a walk: sizes are for `dataset info`.
+        let (s, clone) = if r.writable {
+            let c = self
+                .engine
+                .writable_snapshot(ds, name, name)
+                .await
+                .map_err(status_of)?;
+            let s = self
+                .engine
+                .snapshot_summary(&format!("{ds}@{name}"))
+                .await
+                .map_err(status_of)?;
+            (s, Some(c))
         } else {
-            self.engine
+            let s = self
+                .engine
                 .create_snapshot(ds, name)
                 .await
                 .map_err(status_of)?;
-            None
+            (s, None)
         };
-        let s = self
-            .engine
-            .snapshot_info(&format!("{ds}@{name}"))
-            .await
-            .map_err(status_of)?;
         Ok(Response::new(pb::CreateSnapshotResponse {
             snapshot: Some(snapshot(s)),
             clone: clone.map(dataset),

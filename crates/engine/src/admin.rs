@@ -188,6 +188,7 @@ impl Engine {
             self.reload(reg).await;
             return Err(kv_err(e));
         }
+        self.inner.publish_registry(reg);
         self.inner.kv.flush().await.map_err(kv_err)
     }
 
@@ -232,21 +233,21 @@ impl Engine {
     /// are never reused, so a view id stays valid exactly as long as what it
     /// names exists.
     pub async fn view(&self, id: u64) -> Result<(DatasetFs, ViewInfo)> {
-        let w = self.inner.writer.lock().await;
-        let (tree, at) = w.reg.view_by_id(id).ok_or_else(|| {
+        let reg = self.inner.registry();
+        let (tree, at) = reg.view_by_id(id).ok_or_else(|| {
             FsError::new(
                 ErrorKind::Stale,
                 format!("no dataset or snapshot has view id {id}"),
             )
         })?;
-        let fs = self.fs_for(&w.reg, tree, at)?;
-        let snapshot = at.and_then(|g| w.reg.snapshot(tree, g).map(|s| s.name.clone()));
+        let fs = self.fs_for(&reg, tree, at)?;
+        let snapshot = at.and_then(|g| reg.snapshot(tree, g).map(|s| s.name.clone()));
         Ok((
             fs,
             ViewInfo {
                 id,
                 dataset_id: tree,
-                dataset: w.reg.name_of(tree),
+                dataset: reg.name_of(tree),
                 snapshot,
             },
         ))
@@ -254,28 +255,27 @@ impl Engine {
 
     /// The id of the dataset named `name`, if there is one.
     pub async fn dataset_id(&self, name: &str) -> Option<u64> {
-        let w = self.inner.writer.lock().await;
-        w.reg.by_name(name).ok().map(|d| d.id)
+        self.inner.registry().by_name(name).ok().map(|d| d.id)
     }
 
     /// The default dataset's id (its view id).
     pub async fn default_dataset_id(&self) -> u64 {
-        self.inner.writer.lock().await.reg.default_id()
+        self.inner.registry().default_id()
     }
 
     /// The live view of dataset `name`.
     pub async fn dataset(&self, name: &str) -> Result<DatasetFs> {
-        let w = self.inner.writer.lock().await;
-        let id = w.reg.by_name(name).map_err(reg_err)?.id;
-        self.fs_for(&w.reg, id, None)
+        let reg = self.inner.registry();
+        let id = reg.by_name(name).map_err(reg_err)?.id;
+        self.fs_for(&reg, id, None)
     }
 
     /// The read-only view of a snapshot (`dataset@snap` or a bare name).
     pub async fn snapshot(&self, spec: &str) -> Result<DatasetFs> {
         let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
-        let w = self.inner.writer.lock().await;
-        let s = w.reg.resolve(&spec).map_err(reg_err)?;
-        self.fs_for(&w.reg, s.tree, Some(s.generation))
+        let reg = self.inner.registry();
+        let s = reg.resolve(&spec).map_err(reg_err)?;
+        self.fs_for(&reg, s.tree, Some(s.generation))
     }
 
     /// Create an empty dataset.
@@ -298,47 +298,59 @@ impl Engine {
         self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, id, "created dataset");
-        self.info_of(&w, id, false).await
+        self.info_of(&w.reg, id, false).await
     }
 
-    /// Every dataset (cheap fields only), by name.
+    /// Every dataset (cheap fields only), by name. Takes no lock: the
+    /// published registry, and each dataset's record as committed.
     pub async fn list_datasets(&self) -> Result<Vec<DatasetInfo>> {
-        let w = self.inner.writer.lock().await;
-        let ids: Vec<u64> = w.reg.datasets().map(|d| d.id).collect();
+        let reg = self.inner.registry();
+        let ids: Vec<u64> = reg.datasets().map(|d| d.id).collect();
         let mut out = Vec::new();
         for id in ids {
-            out.push(self.info_of(&w, id, false).await?);
+            out.push(self.info_of(&reg, id, false).await?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// One dataset's recorded fields, without its sizes (no walk, no lock).
+    pub async fn dataset_summary(&self, name: &str) -> Result<DatasetInfo> {
+        let reg = self.inner.registry();
+        let id = reg.by_name(name).map_err(reg_err)?.id;
+        self.info_of(&reg, id, false).await
     }
 
     /// One dataset, with computed sizes.
     pub async fn dataset_info(&self, name: &str) -> Result<DatasetInfo> {
         let w = self.inner.writer.lock().await;
         let id = w.reg.by_name(name).map_err(reg_err)?.id;
-        self.info_of(&w, id, true).await
+        self.info_of(&w.reg, id, true).await
     }
 
+    /// What `reg` says of dataset `id`, with its counters as committed
+    /// (`sizes`: and its sizes, walked).
     pub(crate) async fn info_of(
         &self,
-        w: &WriterState,
+        reg: &Registry,
         id: u64,
         sizes: bool,
     ) -> Result<DatasetInfo> {
-        let d = w
-            .reg
-            .dataset(id)
+        let fresh = Registry::read_dataset(&self.inner.kv, id)
+            .await
+            .map_err(reg_err)?;
+        let d = fresh
+            .as_ref()
+            .or_else(|| reg.dataset(id))
             .ok_or_else(|| FsError::new(ErrorKind::NotFound, format!("no dataset {id}")))?;
         let origin = d.origin.map(|(t, g)| {
-            let snap = w
-                .reg
+            let snap = reg
                 .snapshot(t, g)
                 .map_or_else(|| format!("#{g}"), |s| s.name.clone());
-            format!("{}@{snap}", w.reg.name_of(t))
+            format!("{}@{snap}", reg.name_of(t))
         });
         let (logical, unique) = if sizes {
-            let view = w.reg.head_view(id).map_err(reg_err)?;
+            let view = reg.head_view(id).map_err(reg_err)?;
             let logical = self.logical_bytes(view).await?;
             let unique = self.unique_bytes(id).await?;
             (Some(logical), Some(unique))
@@ -352,13 +364,13 @@ impl Engine {
             created: d.created,
             origin,
             read_only: d.read_only,
-            default: w.reg.default_id() == id,
+            default: reg.default_id() == id,
             chunk_size: d.chunk_size,
             files: d.files,
             logical_bytes: logical,
             unique_bytes: unique,
             generation: d.generation,
-            snapshots: w.reg.snapshots_of(id).len(),
+            snapshots: reg.snapshots_of(id).len(),
         })
     }
 
@@ -515,8 +527,8 @@ impl Engine {
 
     /// The default dataset's name.
     pub async fn default_dataset(&self) -> Result<String> {
-        let w = self.inner.writer.lock().await;
-        Ok(w.reg.name_of(w.reg.default_id()))
+        let reg = self.inner.registry();
+        Ok(reg.name_of(reg.default_id()))
     }
 
     /// Make a dataset read-only (or writable again).
@@ -547,12 +559,12 @@ impl Engine {
             generation = rec.generation,
             "created snapshot"
         );
-        Ok(self.snap_info(&w, &rec))
+        Ok(self.snap_info(&w.reg, &rec))
     }
 
-    fn snap_info(&self, w: &WriterState, s: &SnapshotRecord) -> SnapshotInfo {
+    fn snap_info(&self, reg: &Registry, s: &SnapshotRecord) -> SnapshotInfo {
         SnapshotInfo {
-            dataset: w.reg.name_of(s.tree),
+            dataset: reg.name_of(s.tree),
             name: s.name.clone(),
             generation: s.generation,
             created: s.created,
@@ -561,8 +573,7 @@ impl Engine {
             referenced_bytes: None,
             unique_bytes: None,
             written_bytes: None,
-            clones: w
-                .reg
+            clones: reg
                 .clones_of(s.tree, s.generation)
                 .iter()
                 .map(|c| c.name.clone())
@@ -572,19 +583,19 @@ impl Engine {
 
     /// Snapshots of `dataset` (or of all datasets), oldest first per dataset.
     pub async fn list_snapshots(&self, dataset: Option<&str>) -> Result<Vec<SnapshotInfo>> {
-        let w = self.inner.writer.lock().await;
+        let reg = self.inner.registry();
         let ids: Vec<DatasetRecord> = match dataset {
-            Some(n) => vec![w.reg.by_name(n).map_err(reg_err)?.clone()],
+            Some(n) => vec![reg.by_name(n).map_err(reg_err)?.clone()],
             None => {
-                let mut v: Vec<DatasetRecord> = w.reg.datasets().cloned().collect();
+                let mut v: Vec<DatasetRecord> = reg.datasets().cloned().collect();
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 v
             }
         };
         let mut out = Vec::new();
         for d in ids {
-            for s in w.reg.snapshots_of(d.id) {
-                out.push(self.snap_info(&w, s));
+            for s in reg.snapshots_of(d.id) {
+                out.push(self.snap_info(&reg, s));
             }
         }
         // Creation order (a dataset's generations already are).
@@ -592,12 +603,21 @@ impl Engine {
         Ok(out)
     }
 
+    /// One snapshot's recorded fields, without its sizes (no walk): what
+    /// a listing shows.
+    pub async fn snapshot_summary(&self, spec: &str) -> Result<SnapshotInfo> {
+        let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
+        let reg = self.inner.registry();
+        let s = reg.resolve(&spec).map_err(reg_err)?;
+        Ok(self.snap_info(&reg, s))
+    }
+
     /// One snapshot, with its sizes computed.
     pub async fn snapshot_info(&self, spec: &str) -> Result<SnapshotInfo> {
         let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
         let w = self.inner.writer.lock().await;
         let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
-        let mut info = self.snap_info(&w, &s);
+        let mut info = self.snap_info(&w.reg, &s);
         let view = w.reg.snapshot_view(s.tree, s.generation).map_err(reg_err)?;
         info.referenced_bytes = Some(self.logical_bytes(view).await?);
         let live = w.reg.snapshots_of(s.tree);
@@ -835,7 +855,7 @@ impl Engine {
         self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(clone = name, origin = %spec, "created clone");
-        self.info_of(&w, id, false).await
+        self.info_of(&w.reg, id, false).await
     }
 
     /// A btrfs-style writable snapshot: snapshot `dataset@snapshot`, then
@@ -976,7 +996,7 @@ impl Engine {
         let ids: Vec<u64> = w.reg.datasets().map(|d| d.id).collect();
         let mut datasets = Vec::new();
         for id in ids {
-            datasets.push(self.info_of(&w, id, true).await?);
+            datasets.push(self.info_of(&w.reg, id, true).await?);
         }
         datasets.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(StoreStats {
@@ -995,6 +1015,9 @@ impl Engine {
     /// repack to completion ([`Engine::repack`]).
     pub async fn gc(&self) -> Result<GcReport> {
         let w = self.inner.writer.lock().await;
+        // Tests hold the sweep here (`pause`) to show who waits for it.
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!("gc.sweep");
         let kv = &self.inner.kv;
         let mut report = GcReport::default();
         let mut t = kv.txn();

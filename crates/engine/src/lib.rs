@@ -129,6 +129,11 @@ pub(crate) struct Inner {
     pub(crate) ahead: readahead::ReadAhead,
     /// Repack passes (gc's and the background task's), one at a time.
     pub(crate) repack: Arc<repack::Repacker>,
+    /// The registry as of its last commit, for readers that must not wait
+    /// for the writer lock (NFS handle lookups, MOUNT, listings). Its
+    /// datasets' counters (`files`) are as of that commit; read the record
+    /// from the store for current ones.
+    pub(crate) registry: std::sync::RwLock<Arc<Registry>>,
 }
 
 impl Inner {
@@ -147,8 +152,22 @@ impl Inner {
             .insert(v);
     }
 
+    /// The registry as of its last commit.
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Publish a committed registry to lock-free readers.
+    pub(crate) fn publish_registry(&self, reg: &Registry) {
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reg.clone());
+    }
+
     /// Publish the registry's datasets and live snapshots to readers.
     pub(crate) fn publish(&self, reg: &Registry) {
+        self.publish_registry(reg);
         let mut set: HashSet<ViewId> = reg.datasets().map(|d| (d.id, None)).collect();
         for d in reg.datasets() {
             for s in reg.snapshots_of(d.id) {
@@ -256,6 +275,7 @@ impl Engine {
                 chunk_size: chunk_size as u32,
                 compress: options.compress,
                 store_id,
+                registry: std::sync::RwLock::new(Arc::new(reg.clone())),
                 writer: tokio::sync::Mutex::new(WriterState { next_ino, reg }),
                 live: Default::default(),
                 ahead: Default::default(),

@@ -123,6 +123,6 @@ impl Engine {
         self.commit_registry(t, &mut w.reg).await?;
         self.inner.publish(&w.reg);
         tracing::info!(dataset = name, copied, "promoted clone");
-        self.info_of(&w, d.id, false).await
+        self.info_of(&w.reg, d.id, false).await
     }
 }

@@ -322,6 +322,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The committed record of dataset `id` as `kv` sees it now (counters
+    /// such as `files` change with every operation, without the registry).
+    pub async fn read_dataset(kv: &Kv, id: u64) -> Result<Option<DatasetRecord>> {
+        match kv.get(&Key::Dataset(id).encode()).await? {
+            Some(v) => DatasetRecord::decode(id, &v)
+                .map(Some)
+                .map_err(|e| RegistryError::Corrupt(format!("dataset {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
     /// Load every registry record.
     pub async fn load(kv: &Kv) -> Result<Self> {
         let mut reg = Registry::default();
