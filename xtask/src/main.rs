@@ -184,6 +184,30 @@ fn main() -> anyhow::Result<()> {
                 ])
                 .args(&args[1..]))
         }
+        Some("bench-admin") => {
+            // bench-admin [FILES] [RUNS]: admin call wall times through the
+            // real server and CLI, small dataset vs FILES files.
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "cairn-nfs",
+                "-p",
+                "cairn-cli",
+                "--bins",
+            ]))?;
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-p",
+                    "cairn-nfs",
+                    "--example",
+                    "admin_latency",
+                    "--",
+                ])
+                .args(&args[1..]))
+        }
         Some("bench-nfs") => {
             // bench-nfs [MiB] [BIG_MIB] [ROUNDS]: the store figures at MiB,
             // then the nfs-cp comparison with Ganesha at BIG_MIB.
@@ -205,7 +229,7 @@ fn main() -> anyhow::Result<()> {
             example("vs_ganesha", &args[args.len().min(2)..])
         }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | bench-engine [MiB] [SETTLE_SECS] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-engine [MiB] [SETTLE_SECS] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | bench-admin [FILES] [RUNS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }

@@ -7,6 +7,7 @@ use cairn_engine::{Change, DatasetInfo, Engine, SnapshotInfo};
 use cairn_fs::{Attr, Creds, DirEntry, ErrorKind, FileKind, Filesystem, FsError, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -726,12 +727,19 @@ impl RpcServer {
             },
             check,
         );
+        // Replies are small and the client waits for each: without
+        // TCP_NODELAY, Nagle holds a reply's last segment until the
+        // client's delayed ACK (about 40 ms per call).
+        let incoming = TcpListenerStream::new(self.listener).map(|s| {
+            s.inspect(|s| {
+                if let Err(e) = s.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY on an admin connection");
+                }
+            })
+        });
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.listener),
-                shutdown.cancelled_owned(),
-            )
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
             .await
     }
 }
