@@ -7,7 +7,8 @@
 //! Per round, with data distinct from every earlier round (so cairn's dedup
 //! never helps): upload of a BIG file, its download right after (warm), the
 //! same for a 256 MiB file, and 200 files of 32 KiB, one `nfs-cp` each;
-//! then both servers are emptied (cairn: delete and gc).
+//! then both servers are emptied (cairn: delete and gc). Every copy starts
+//! after a `sync`, so none pays for the writeback of the one before.
 //!
 //! usage: vs_ganesha [BIG_MIB] [ROUNDS]   (defaults 2048 and 3)
 //!
@@ -63,7 +64,12 @@ fn write_distinct(path: &Path, mib: usize, seed: u64) {
     f.flush().expect("flush source");
 }
 
+/// Time `f`, after writing back every dirty page (`sync`): otherwise a
+/// copy pays for the writeback of whatever ran before it (the other
+/// server's upload, the previous download), and the figures depend on the
+/// order of the rotation.
 fn timed(f: impl FnOnce()) -> f64 {
+    let _ = Command::new("sync").status();
     let t = Instant::now();
     f();
     t.elapsed().as_secs_f64()
