@@ -22,6 +22,14 @@ pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Run example `name` of `package`, release build, with `rest` as its
+/// arguments.
+fn release_example(package: &str, name: &str, rest: &[String]) -> anyhow::Result<()> {
+    run(cargo()
+        .args(["run", "--release", "-p", package, "--example", name, "--"])
+        .args(rest))
+}
+
 fn has_nextest() -> bool {
     cargo()
         .args(["nextest", "--version"])
@@ -172,17 +180,7 @@ fn main() -> anyhow::Result<()> {
         Some("bench-engine") => {
             // bench-engine [MiB] [SETTLE_SECS]: sustained write, store size
             // during and after it, read back, small-file creates.
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "cairn-engine",
-                    "--example",
-                    "sustained",
-                    "--",
-                ])
-                .args(&args[1..]))
+            release_example("cairn-engine", "sustained", &args[1..])
         }
         Some("bench-admin") => {
             // bench-admin [FILES] [RUNS]: admin call wall times through the
@@ -196,37 +194,14 @@ fn main() -> anyhow::Result<()> {
                 "cairn-cli",
                 "--bins",
             ]))?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "cairn-nfs",
-                    "--example",
-                    "admin_latency",
-                    "--",
-                ])
-                .args(&args[1..]))
+            release_example("cairn-nfs", "admin_latency", &args[1..])
         }
         Some("bench-nfs") => {
             // bench-nfs [MiB] [BIG_MIB] [ROUNDS]: the store figures at MiB,
             // then the nfs-cp comparison with Ganesha at BIG_MIB.
             run(cargo().args(["build", "--release", "-p", "cairn-nfs", "--bins"]))?;
-            let example = |name: &str, rest: &[String]| {
-                run(cargo()
-                    .args([
-                        "run",
-                        "--release",
-                        "-p",
-                        "cairn-nfs",
-                        "--example",
-                        name,
-                        "--",
-                    ])
-                    .args(rest))
-            };
-            example("throughput", &args[1..args.len().min(2)])?;
-            example("vs_ganesha", &args[args.len().min(2)..])
+            release_example("cairn-nfs", "throughput", &args[1..args.len().min(2)])?;
+            release_example("cairn-nfs", "vs_ganesha", &args[args.len().min(2)..])
         }
         _ => bail!(
             "usage: cargo xtask <ci | test | bench [criterion args] | bench-engine [MiB] [SETTLE_SECS] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | bench-admin [FILES] [RUNS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"

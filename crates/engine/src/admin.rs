@@ -188,7 +188,7 @@ impl Engine {
             self.reload(reg).await;
             return Err(kv_err(e));
         }
-        self.inner.publish_registry(reg);
+        self.inner.publish(reg);
         self.inner.kv.flush().await.map_err(kv_err)
     }
 
@@ -296,7 +296,6 @@ impl Engine {
         put_root_dir(&mut t, id, d.generation);
         reg.put_dataset(&mut t, d);
         self.commit_registry(t, &mut w.reg).await?;
-        self.inner.publish(&w.reg);
         tracing::info!(dataset = name, id, "created dataset");
         self.info_of(&w.reg, id, false).await
     }
@@ -508,7 +507,6 @@ impl Engine {
         let mut t = self.inner.kv.txn();
         w.reg.remove_dataset(&mut t, d.id);
         self.commit_registry(t, &mut w.reg).await?;
-        self.inner.publish(&w.reg);
         self.free_tree(&mut w, d.id).await?;
         tracing::info!(dataset = name, "deleted dataset");
         Ok(())
@@ -552,7 +550,6 @@ impl Engine {
         let mut t = self.inner.kv.txn();
         let rec = cairn_snapshot::create(reg, &mut t, id, name).map_err(snap_err)?;
         self.commit_registry(t, &mut w.reg).await?;
-        self.inner.publish_one((id, Some(rec.generation)));
         tracing::info!(
             dataset,
             snapshot = name,
@@ -720,7 +717,6 @@ impl Engine {
         let mut t = self.inner.kv.txn();
         cairn_snapshot::begin_destroy(reg, &mut t, tree, generation).map_err(snap_err)?;
         self.commit_registry(t, &mut w.reg).await?;
-        self.inner.publish(&w.reg);
         self.finish_destroy(w, tree, generation).await
     }
 
@@ -815,6 +811,8 @@ impl Engine {
                 }
             };
             if step.done {
+                // The last step removed the snapshot's record.
+                self.inner.publish(&w.reg);
                 return Ok(());
             }
             crate::crash_point(&self.inner.kv, "snapshot_delete.between_steps").await?;
@@ -853,7 +851,6 @@ impl Engine {
         );
         reg.put_dataset(&mut t, d);
         self.commit_registry(t, &mut w.reg).await?;
-        self.inner.publish(&w.reg);
         tracing::info!(clone = name, origin = %spec, "created clone");
         self.info_of(&w.reg, id, false).await
     }

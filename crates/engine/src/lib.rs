@@ -144,14 +144,6 @@ impl Inner {
             .contains(&v)
     }
 
-    /// Publish one new view to readers.
-    pub(crate) fn publish_one(&self, v: ViewId) {
-        self.live
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(v);
-    }
-
     /// The registry as of its last commit.
     pub(crate) fn registry(&self) -> Arc<Registry> {
         self.registry
@@ -160,14 +152,10 @@ impl Inner {
             .clone()
     }
 
-    /// Publish a committed registry to lock-free readers.
-    pub(crate) fn publish_registry(&self, reg: &Registry) {
-        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reg.clone());
-    }
-
-    /// Publish the registry's datasets and live snapshots to readers.
+    /// Publish a committed registry to lock-free readers: the registry
+    /// itself and the set of live views.
     pub(crate) fn publish(&self, reg: &Registry) {
-        self.publish_registry(reg);
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reg.clone());
         let mut set: HashSet<ViewId> = reg.datasets().map(|d| (d.id, None)).collect();
         for d in reg.datasets() {
             for s in reg.snapshots_of(d.id) {

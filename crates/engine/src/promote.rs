@@ -121,7 +121,6 @@ impl Engine {
         let mut t = kv.txn();
         w.reg.put_dataset(&mut t, rec);
         self.commit_registry(t, &mut w.reg).await?;
-        self.inner.publish(&w.reg);
         tracing::info!(dataset = name, copied, "promoted clone");
         self.info_of(&w.reg, d.id, false).await
     }

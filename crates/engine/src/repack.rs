@@ -175,16 +175,6 @@ impl Repacker {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             g
         };
-        self.pass_locked(inner, below, rate, background).await
-    }
-
-    async fn pass_locked(
-        &self,
-        inner: &Inner,
-        below: u64,
-        rate: Option<u64>,
-        background: bool,
-    ) -> Result<RepackReport, FsError> {
         let started = Instant::now();
         let (kv, packs) = (&inner.kv, &inner.packs);
         let mut report = RepackReport::default();

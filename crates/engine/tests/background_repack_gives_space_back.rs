@@ -16,25 +16,6 @@ const FILES: u64 = 32;
 /// Not a multiple of the pack size, so packs hold parts of several files.
 const FILE_BYTES: usize = 160 << 10;
 
-fn pack_bytes_on_disk(dir: &std::path::Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.join("packs")];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_repack_gives_space_back() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -54,7 +35,7 @@ async fn background_repack_gives_space_back() {
         put(&fs, &format!("f{i}"), data).await;
     }
     engine.flush().await.expect("flush");
-    let written = pack_bytes_on_disk(dir.path());
+    let written = pack_files(dir.path()).1;
     // Keep one file in four.
     for i in (0..FILES).filter(|i| i % 4 != 0) {
         fs.remove(&Creds::root(), fs.info().root, format!("f{i}").as_bytes())
@@ -110,10 +91,10 @@ async fn background_repack_gives_space_back() {
     // churn file's packs and a partly filled pack or two.
     let bound = (live as f64 / cairn_engine::REPACK_LIVE_FRACTION) as u64 + (1 << 20);
     let t = Instant::now();
-    let mut on_disk = pack_bytes_on_disk(dir.path());
+    let mut on_disk = pack_files(dir.path()).1;
     while on_disk > bound && t.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        on_disk = pack_bytes_on_disk(dir.path());
+        on_disk = pack_files(dir.path()).1;
     }
     stop.store(true, Ordering::Release);
     let reads = reader.await.expect("reader");

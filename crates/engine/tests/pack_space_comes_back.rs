@@ -8,15 +8,6 @@ use cairn_engine::{Engine, EngineOptions};
 use cairn_fs::{Creds, Filesystem};
 use common::*;
 
-/// Pack files of a `file://` store and their total size.
-fn pack_files(dir: &std::path::Path) -> (u64, u64) {
-    let Ok(rd) = std::fs::read_dir(dir.join("packs")) else {
-        return (0, 0);
-    };
-    rd.filter_map(|e| e.ok()?.metadata().ok())
-        .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overwritten_and_deleted_data_leaves_the_packs() {
     let dir = tempfile::tempdir().expect("tempdir");

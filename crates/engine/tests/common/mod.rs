@@ -92,3 +92,12 @@ pub async fn assert_clean(engine: &Engine) {
     let report = engine.fsck().await.expect("fsck");
     assert!(report.is_clean(), "fsck:\n{report}");
 }
+
+/// Pack files of a `file://` store at `dir` and their total size.
+pub fn pack_files(dir: &std::path::Path) -> (u64, u64) {
+    let Ok(rd) = std::fs::read_dir(dir.join("packs")) else {
+        return (0, 0);
+    };
+    rd.filter_map(|e| e.ok()?.metadata().ok())
+        .fold((0, 0), |(n, b), m| (n + 1, b + m.len()))
+}
