@@ -19,7 +19,67 @@ pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 pub(crate) fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    Command::new(cargo_exe())
+}
+
+/// SIGKILL crash cycles against the real server (`args` as for
+/// `bins/nfs/examples/crash.rs`). Built for the whole workspace with the
+/// test features, as the test suite is: a `-p cairn-nfs` build would unify
+/// features differently and rebuild much of the dependency tree.
+fn crash(args: &[String]) -> anyhow::Result<()> {
+    run(cargo()
+        .args(["build", "--workspace", "--bins", "--examples"])
+        .args(TEST_FEATURES))?;
+    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
+        |_| workspace_root().join("target"),
+        std::path::PathBuf::from,
+    );
+    run(Command::new(target.join("debug/examples/crash")).args(args))
+}
+
+fn cargo_exe() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// What the end-to-end tests need beyond the Rust toolchain, installed if
+/// missing: Debian's `libnfs-utils` (the `nfs-cp` client) and PyPI's
+/// `moto[server]` (the S3 server for the `s3://` tests).
+fn test_deps() -> anyhow::Result<()> {
+    if !kernel::have("nfs-cp") {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let apt = |args: &[&str]| {
+            let mut c = if root {
+                Command::new("apt-get")
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg("apt-get");
+                c
+            };
+            c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+            c
+        };
+        run(&mut apt(&["update", "-qq"]))?;
+        run(&mut apt(&[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "libnfs-utils",
+        ]))
+        .context("installing libnfs-utils (the nfs-cp client the end-to-end tests use)")?;
+    }
+    let moto = Command::new("python3")
+        .args(["-c", "import moto.server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !moto {
+        run(Command::new("python3").args(["-m", "pip", "install", "-q", "moto[server]"]))
+            .context("installing moto[server] (the S3 server the s3:// tests use)")?;
+    }
+    Ok(())
 }
 
 /// Run example `name` of `package`, release build, with `rest` as its
@@ -145,6 +205,7 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => {
+            test_deps()?;
             run(cargo().args(["fmt", "--all", "--check"]))?;
             run(cargo().args([
                 "clippy",
@@ -156,7 +217,16 @@ fn main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ]))?;
-            test()
+            test()?;
+            // SIGKILL crash cycles against the real server (reuses the
+            // test build).
+            crash(&["--cycles", "12", "--seed", "20261121"].map(String::from))?;
+            // Every fuzz target briefly (installs cargo-fuzz; its own
+            // build, cached).
+            fuzz(&["--smoke".to_string()])?;
+            // The Linux kernel NFS client against cairn-nfs, in a qemu
+            // guest (a few minutes).
+            kernel::e2e_kernel(&[])
         }
         Some("test") => test(),
         Some("bench") => run(cargo()
@@ -164,19 +234,7 @@ fn main() -> anyhow::Result<()> {
             .args(&args[1..])),
         Some("e2e-kernel") => kernel::e2e_kernel(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        Some("crash") => {
-            // Built for the whole workspace with the test features, as the
-            // test suite is: a `-p cairn-nfs` build would unify features
-            // differently and rebuild much of the dependency tree.
-            run(cargo()
-                .args(["build", "--workspace", "--bins", "--examples"])
-                .args(TEST_FEATURES))?;
-            let target = std::env::var("CARGO_TARGET_DIR").map_or_else(
-                |_| workspace_root().join("target"),
-                std::path::PathBuf::from,
-            );
-            run(Command::new(target.join("debug/examples/crash")).args(&args[1..]))
-        }
+        Some("crash") => crash(&args[1..]),
         Some("bench-engine") => {
             // bench-engine [MiB] [SETTLE_SECS]: sustained write, store size
             // during and after it, read back, small-file creates.
