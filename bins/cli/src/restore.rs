@@ -2,7 +2,7 @@
 //! local path, with a progress bar.
 
 use std::ffi::OsStr;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -75,10 +75,13 @@ pub async fn copy_out(
         .await?
         .into_inner();
     let mut bar = None;
-    let mut file: Option<(std::fs::File, PathBuf, u32, i64)> = None;
+    let mut file: Option<(std::fs::File, PathBuf, u32, i64, u64)> = None;
     let (mut files, mut dirs, mut links, mut skipped, mut bytes) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let finish = |f: Option<(std::fs::File, PathBuf, u32, i64)>| -> Result<()> {
-        if let Some((f, path, mode, mtime)) = f {
+    let mut holes = 0u64;
+    let finish = |f: Option<(std::fs::File, PathBuf, u32, i64, u64)>| -> Result<()> {
+        if let Some((f, path, mode, mtime, size)) = f {
+            f.set_len(size)
+                .map_err(|e| io("set the length of", &path, e))?;
             f.set_modified(UNIX_EPOCH + Duration::from_millis(mtime.max(0) as u64))
                 .map_err(|e| io("set the time of", &path, e))?;
             drop(f);
@@ -108,7 +111,7 @@ pub async fn copy_out(
                             o.create_new(true);
                         }
                         let f = o.open(&path).map_err(|x| io("create", &path, x))?;
-                        file = Some((f, path, e.mode, e.mtime_unix_ms));
+                        file = Some((f, path, e.mode, e.mtime_unix_ms, e.size));
                         files += 1;
                     }
                     pb::FileType::Symlink => {
@@ -120,6 +123,24 @@ pub async fn copy_out(
                         links += 1;
                     }
                     _ => skipped += 1,
+                }
+            }
+            Some(pb::read_snapshot_file_response::Item::Hole(n)) => {
+                let Some((f, path, ..)) = file.as_mut() else {
+                    return Err(Failure::new(
+                        1,
+                        "the server sent a hole before a file entry",
+                    ));
+                };
+                // Seek past it; the file's length is set when it ends, so
+                // a trailing hole is allocated nowhere either.
+                let by = i64::try_from(n)
+                    .map_err(|_| Failure::new(1, format!("the server sent a hole of {n} bytes")))?;
+                f.seek(SeekFrom::Current(by))
+                    .map_err(|x| io("seek in", path, x))?;
+                holes += n;
+                if let Some(pb) = &bar {
+                    pb.inc(n);
                 }
             }
             Some(pb::read_snapshot_file_response::Item::Data(d)) => {
@@ -139,6 +160,11 @@ pub async fn copy_out(
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
+    let holes_note = if holes > 0 {
+        format!(" (and {} of holes, left sparse)", size(holes))
+    } else {
+        String::new()
+    };
     let skipped_note = if skipped > 0 {
         format!(", {skipped} special file(s) skipped")
     } else {
@@ -146,13 +172,14 @@ pub async fn copy_out(
     };
     out.done(
         &format!(
-            "restored {source} from {snapshot} to {}: {files} file(s), {dirs} director(ies), {links} symlink(s), {}{skipped_note}",
+            "restored {source} from {snapshot} to {}: {files} file(s), {dirs} director(ies), {links} symlink(s), {}{holes_note}{skipped_note}",
             dest.display(),
             size(bytes)
         ),
         json!({
             "snapshot": snapshot, "source": source, "destination": dest.display().to_string(),
             "files": files, "directories": dirs, "symlinks": links, "skipped": skipped, "bytes": bytes,
+            "hole_bytes": holes,
         }),
     );
     Ok(())

@@ -652,19 +652,34 @@ async fn copy_out<F: Filesystem>(
         if a.kind != FileKind::Regular {
             continue;
         }
+        // Data runs as data, holes as their length: a sparse file streams
+        // (and lands) sparse.
         let mut off = 0u64;
         while off < a.size {
-            let (data, eof) = fs.read(&root, a.ino, off, COPY_CHUNK_BYTES).await?;
-            if data.is_empty() {
-                break;
-            }
-            off += data.len() as u64;
-            let msg = pb::ReadSnapshotFileResponse {
-                item: Some(Item::Data(data.to_vec())),
+            let (start, end) = match fs.next_data(&root, a.ino, off).await? {
+                Some(r) => (r.start, r.end),
+                None => (a.size, a.size),
             };
-            tx.send(Ok(msg)).await.map_err(|_| gone())?;
-            if eof {
-                break;
+            if start > off {
+                let msg = pb::ReadSnapshotFileResponse {
+                    item: Some(Item::Hole(start - off)),
+                };
+                tx.send(Ok(msg)).await.map_err(|_| gone())?;
+                off = start;
+            }
+            while off < end {
+                let want = (end - off).min(COPY_CHUNK_BYTES as u64) as u32;
+                let (data, _) = fs.read(&root, a.ino, off, want).await?;
+                if data.is_empty() {
+                    // Shrunk meanwhile (a live view): what is left is gone.
+                    off = a.size;
+                    break;
+                }
+                off += data.len() as u64;
+                let msg = pb::ReadSnapshotFileResponse {
+                    item: Some(Item::Data(data.to_vec())),
+                };
+                tx.send(Ok(msg)).await.map_err(|_| gone())?;
             }
         }
     }

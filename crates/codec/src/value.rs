@@ -219,6 +219,13 @@ pub struct InodeRecord {
     /// Inline content: small regular files and symlink targets. `None` for a
     /// regular file means its content lives in extents.
     pub inline: Option<Vec<u8>>,
+    /// Bytes of the file's stored chunks: the sum of the plaintext lengths
+    /// of its non-hole extent slots (0 for inline files and everything but
+    /// regular files). Kept in the same batch as the extents, so a GETATTR
+    /// reports allocation without reading them. `None` in records written
+    /// before it was kept (encoded without it); computed from the extents
+    /// when the file is next written.
+    pub allocated: Option<u64>,
 }
 
 impl Body for InodeRecord {
@@ -251,6 +258,10 @@ impl Body for InodeRecord {
                 out.extend_from_slice(data);
             }
             None => out.push(0),
+        }
+        // Last, and optional: records written before it decode as `None`.
+        if let Some(a) = self.allocated {
+            out.extend_from_slice(&a.to_be_bytes());
         }
     }
 
@@ -308,6 +319,7 @@ impl Body for InodeRecord {
                 reason: "inline length differs from size",
             });
         }
+        let allocated = if r.is_empty() { None } else { Some(r.u64()?) };
         Ok(Self {
             kind,
             mode,
@@ -322,6 +334,7 @@ impl Body for InodeRecord {
             parent,
             create_verifier,
             inline,
+            allocated,
         })
     }
 }
@@ -553,9 +566,9 @@ mod tests {
             rdev in (any::<u32>(), any::<u32>()), parent in any::<u64>(),
             create_verifier in proptest::option::of(any::<[u8; 8]>()),
             inline in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
-            size in any::<u64>()) -> InodeRecord {
+            size in any::<u64>(), allocated in proptest::option::of(any::<u64>())) -> InodeRecord {
             let size = match (&inline, kind) { (Some(d), FileKind::Regular) => d.len() as u64, _ => size };
-            InodeRecord { kind, mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, parent, create_verifier, inline }
+            InodeRecord { kind, mode, uid, gid, nlink, size, atime, mtime, ctime, rdev, parent, create_verifier, inline, allocated }
         }
     }
 
@@ -628,10 +641,25 @@ mod tests {
             parent: 0,
             create_verifier: None,
             inline: Some(b"abc".to_vec()),
+            allocated: Some(0),
         };
-        let bytes = Versioned::new(1, rec).encode();
-        for cut in 0..bytes.len() {
-            assert!(Versioned::<InodeRecord>::decode(&bytes[..cut]).is_err());
+        let bytes = Versioned::new(1, rec.clone()).encode();
+        let legacy = bytes.len() - 8;
+        for cut in (0..bytes.len()).filter(|c| *c != legacy) {
+            assert!(
+                Versioned::<InodeRecord>::decode(&bytes[..cut]).is_err(),
+                "cut at {cut} of {} decoded",
+                bytes.len()
+            );
         }
+        // Without its last field it is a record an older build wrote.
+        let old = Versioned::<InodeRecord>::decode(&bytes[..legacy]).expect("older record");
+        assert_eq!(
+            old.value,
+            Some(InodeRecord {
+                allocated: None,
+                ..rec
+            })
+        );
     }
 }

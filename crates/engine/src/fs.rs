@@ -88,10 +88,12 @@ impl DatasetFs {
     }
 
     fn attr(&self, ino: u64, rec: &InodeRecord) -> Attr {
-        let cs = self.chunk_size as u64;
-        let used = match (&rec.inline, rec.kind) {
-            (Some(d), _) => d.len() as u64,
-            (None, FileKind::Regular) => rec.size.div_ceil(cs) * cs,
+        let used = match (rec.kind, &rec.inline, rec.allocated) {
+            (FileKind::Regular, Some(d), _) => d.len() as u64,
+            (FileKind::Regular, None, Some(a)) => a,
+            // Written by an older build: at most every chunk up to its size.
+            (FileKind::Regular, None, None) => rec.size,
+            (FileKind::Directory | FileKind::Symlink, _, _) => crate::META_ALLOCATION,
             _ => 0,
         };
         Attr {
@@ -228,6 +230,10 @@ impl DatasetFs {
 /// lock). Past that, the object is really missing: the store is damaged.
 const READ_RETRIES: u32 = 8;
 
+/// Extent groups a [`Filesystem::next_data`] call reads at a time (and at
+/// most, once it has found data): 16 x 64 chunks, 64 MiB at 64 KiB chunks.
+const DATA_SCAN_GROUPS: u64 = 16;
+
 /// Reads at least this long are verified and assembled on a blocking
 /// thread, so the thread serving sockets goes on meanwhile.
 const OFFLOAD_BYTES: u64 = 256 << 10;
@@ -270,6 +276,57 @@ impl DatasetFs {
             Ok(frames) => Ok(Ok((idxs, hashes, frames))),
             Err(e) => missing(e).map(Err),
         }
+    }
+
+    /// [`Filesystem::next_data`] of a chunked file of `size` bytes, from
+    /// its extent maps; the inner error: a map looked up was missing (a
+    /// concurrent write replaced it).
+    async fn scan_data(
+        &self,
+        ino: u64,
+        size: u64,
+        offset: u64,
+    ) -> Result<std::result::Result<Option<std::ops::Range<u64>>, FsError>> {
+        let cs = self.chunk_size as u64;
+        let first = offset / cs;
+        let t = self.inner.kv.txn();
+        let mut run: Option<std::ops::Range<u64>> = None;
+        let mut group = first / MAP_SLOTS;
+        let last = size.saturating_sub(1) / cs / MAP_SLOTS;
+        while group <= last {
+            let upto = last.min(group + DATA_SCAN_GROUPS - 1);
+            let groups = cairn_meta::list_extents(&t, self.view, ino, group, upto)
+                .await
+                .map_err(meta_err)?;
+            for (g, rec) in groups {
+                if run.as_ref().is_some_and(|r| r.end < g * MAP_SLOTS * cs) {
+                    return Ok(Ok(run));
+                }
+                let map = match cairn_cas::read_map(&self.inner.kv, &rec.map).await {
+                    Ok(m) => m,
+                    Err(e) => return missing(e).map(Err),
+                };
+                for (i, c) in map.chunks() {
+                    let idx = g * MAP_SLOTS + i;
+                    if idx < first {
+                        continue;
+                    }
+                    let (lo, hi) = ((idx * cs).max(offset), (idx * cs + c.len as u64).min(size));
+                    match &mut run {
+                        Some(r) if r.end == idx * cs => r.end = hi,
+                        Some(_) => return Ok(Ok(run)),
+                        None if hi > lo => run = Some(lo..hi),
+                        None => {}
+                    }
+                }
+            }
+            if run.is_some() {
+                // Bounded work per call; the caller asks again from its end.
+                return Ok(Ok(run));
+            }
+            group = upto + 1;
+        }
+        Ok(Ok(run))
     }
 
     /// Bytes `offset..end` of a regular file `ino` (within its size, not
@@ -546,7 +603,7 @@ impl Filesystem for DatasetFs {
             FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot read a directory")),
             _ => return Err(err(ErrorKind::Invalid, "only regular files can be read")),
         }
-        perm::check_data(creds, &rec, access::READ, "read this file")?;
+        perm::check_read(creds, &rec)?;
         if offset >= rec.size || count == 0 {
             return Ok((Bytes::new(), offset >= rec.size));
         }
@@ -581,6 +638,38 @@ impl Filesystem for DatasetFs {
                 fs.read_range(ino, end, ahead_end).await
             });
         Ok((data, eof))
+    }
+
+    async fn next_data(
+        &self,
+        creds: &Creds,
+        ino: InodeId,
+        offset: u64,
+    ) -> Result<Option<std::ops::Range<u64>>> {
+        let rec = self.inode(ino).await?;
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot read a directory")),
+            _ => return Err(err(ErrorKind::Invalid, "only regular files can be read")),
+        }
+        perm::check_read(creds, &rec)?;
+        if offset >= rec.size {
+            return Ok(None);
+        }
+        if rec.inline.is_some() {
+            return Ok(Some(offset..rec.size));
+        }
+        let mut retries = 0;
+        loop {
+            match self.scan_data(ino, rec.size, offset).await? {
+                Ok(r) => return Ok(r),
+                Err(e) if retries < READ_RETRIES => {
+                    tracing::debug!(ino, %e, "hole scan raced a write; scanning again");
+                    retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn write(&self, creds: &Creds, ino: InodeId, offset: u64, data: &[u8]) -> Result<Attr> {

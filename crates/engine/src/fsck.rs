@@ -6,7 +6,7 @@
 //! naming an inode (directories: 2 + subdirectories); every directory but the
 //! root has exactly one entry and its parent field agrees; no orphans; extents
 //! belong to regular, non-inline files and their chunks lie within their
-//! size; for every extent map, refcount == number of extent records (head and
+//! size; each inode's recorded allocation is the sum of its chunks' lengths; for every extent map, refcount == number of extent records (head and
 //! history, all trees) naming it; for every chunk, refcount == number of
 //! slots of stored maps naming it; every map and chunk exists and matches its
 //! hash; no map, chunk or refcount without references; the inode counter is above every inode; the store's
@@ -296,7 +296,10 @@ async fn check_view(
         }
     }
 
-    // Extents lie within chunked regular files.
+    // Extents lie within chunked regular files; each file's allocation is
+    // the sum of its chunks' lengths.
+    let mut stored: HashMap<u64, u64> = HashMap::new();
+    let mut unknown: BTreeSet<u64> = BTreeSet::new();
     for (k, v) in range(KeyPrefix::Extent).await? {
         let (
             Ok(HeadKey::Extent {
@@ -315,10 +318,14 @@ async fn check_view(
         match inodes.get(&ino) {
             Some(f) if f.kind == FileKind::Regular && f.inline.is_none() => {
                 // A missing or damaged map is reported with the store's maps.
-                let Some(map) = maps.get(&e.map) else { continue };
+                let Some(map) = maps.get(&e.map) else {
+                    unknown.insert(ino);
+                    continue;
+                };
                 for (i, c) in map.chunks() {
                     let idx = group.saturating_mul(MAP_SLOTS).saturating_add(i);
                     let len = c.len as u64;
+                    *stored.entry(ino).or_default() += len;
                     if len > cs || idx.saturating_mul(cs).saturating_add(len) > f.size {
                         r.problem(
                             "extent",
@@ -339,6 +346,19 @@ async fn check_view(
             None => r.problem(
                 "extent",
                 format!("{label}: extent group {group} belongs to missing inode {ino}"),
+            ),
+        }
+    }
+    for (&ino, rec) in &inodes {
+        let want = stored.get(&ino).copied().unwrap_or(0);
+        match rec.allocated {
+            // Written before allocation was kept: nothing to compare.
+            None => {}
+            _ if unknown.contains(&ino) => {}
+            Some(a) if a == want => {}
+            got => r.problem(
+                "allocated",
+                format!("{label}: inode {ino} records {got:?} bytes allocated but its chunks hold {want}"),
             ),
         }
     }

@@ -49,6 +49,10 @@ pub use scrub::{DamagedChunk, ScrubProgress, ScrubReport};
 pub const INLINE_MAX: usize = 4096;
 /// Default chunk size (64 KiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// The allocation a directory or symlink reports (`Attr::used`), as a local
+/// filesystem reports one block for either.
+pub const META_ALLOCATION: u64 = 4096;
+
 /// The on-disk format version this build writes and reads.
 pub const FORMAT_VERSION: u64 = 5;
 /// The root directory's inode number in every dataset.
@@ -450,6 +454,7 @@ pub(crate) fn put_root_dir(t: &mut cairn_kv::Txn<'_>, tree: u64, generation: u64
         parent: ROOT_INO,
         create_verifier: None,
         inline: None,
+        allocated: Some(0),
     };
     t.put(
         HeadKey::Inode {

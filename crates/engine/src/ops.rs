@@ -307,6 +307,7 @@ impl<'a> Op<'a> {
                 FileKind::Regular => Some(Vec::new()),
                 _ => None,
             },
+            allocated: Some(0),
         }
     }
 
@@ -368,13 +369,17 @@ impl<'a> Op<'a> {
             .ok_or_else(|| err(ErrorKind::Io, "extent group vanished from the operation"))
     }
 
-    /// Delete every chunk of `ino` with index >= `first`.
-    async fn drop_extents_from(&mut self, ino: u64, first: u64) -> Result<()> {
+    /// Delete every chunk of `ino` with index >= `first`; returns the
+    /// stored bytes dropped (the maps of whole dropped groups are read to
+    /// count them, except from chunk 0, where the whole file goes).
+    async fn drop_extents_from(&mut self, ino: u64, first: u64) -> Result<u64> {
         let first_group = first / MAP_SLOTS;
         let keep = (first % MAP_SLOTS) as usize;
+        let mut dropped = 0;
         if keep > 0 {
             let g = self.group(ino, first_group).await?;
             if g.map.slots.len() > keep {
+                dropped += slot_bytes(&g.map.slots[keep..]);
                 g.map.slots.truncate(keep);
                 g.dirty = true;
             }
@@ -384,22 +389,51 @@ impl<'a> Op<'a> {
             .await
             .map_err(meta_err)?;
         for (g, rec) in stored {
-            // Emptied below: no need to read the map.
-            self.groups.entry((ino, g)).or_insert(Group {
-                orig: Some(rec.map),
-                map: ExtentMap::default(),
-                dirty: false,
-            });
+            if first > 0 {
+                self.group(ino, g).await?;
+            } else {
+                // Emptied below: no need to read the map.
+                self.groups.entry((ino, g)).or_insert(Group {
+                    orig: Some(rec.map),
+                    map: ExtentMap::default(),
+                    dirty: false,
+                });
+            }
         }
         for (_, g) in self.groups.range_mut((ino, from)..=(ino, u64::MAX)) {
+            dropped += slot_bytes(&g.map.slots);
             g.map.slots.clear();
             g.dirty = true;
         }
-        Ok(())
+        Ok(dropped)
     }
 
-    /// Point chunk `idx` of `ino` at `data` (all zeros or `None`: a hole).
-    async fn set_extent(&mut self, ino: u64, idx: u64, data: Option<Bytes>) -> Result<()> {
+    /// The stored bytes of `ino`'s chunks, summed from its extent maps: for
+    /// a record written before [`InodeRecord::allocated`] was kept.
+    async fn count_allocated(&mut self, ino: u64) -> Result<u64> {
+        let stored = cairn_meta::list_extents(&self.txn, self.view(), ino, 0, u64::MAX)
+            .await
+            .map_err(meta_err)?;
+        let mut total = 0;
+        for (g, _) in stored {
+            total += slot_bytes(&self.group(ino, g).await?.map.slots);
+        }
+        Ok(total)
+    }
+
+    /// `rec.allocated`, computed from the extents if an older build wrote
+    /// the record without it.
+    async fn allocated(&mut self, ino: u64, rec: &InodeRecord) -> Result<u64> {
+        match (rec.allocated, &rec.inline) {
+            (Some(a), _) => Ok(a),
+            (None, Some(_)) => Ok(0),
+            (None, None) => self.count_allocated(ino).await,
+        }
+    }
+
+    /// Point chunk `idx` of `ino` at `data` (all zeros or `None`: a hole);
+    /// returns the change in stored bytes.
+    async fn set_extent(&mut self, ino: u64, idx: u64, data: Option<Bytes>) -> Result<i64> {
         let slot = data
             .filter(|d| !d.is_empty() && !is_zero(d))
             .map(|d| ChunkRef {
@@ -409,19 +443,21 @@ impl<'a> Op<'a> {
         self.set_slot(ino, idx, slot).await
     }
 
-    /// Point chunk `idx` of `ino` at `slot`.
-    async fn set_slot(&mut self, ino: u64, idx: u64, slot: Option<ChunkRef>) -> Result<()> {
+    /// Point chunk `idx` of `ino` at `slot`; returns the change in stored
+    /// bytes.
+    async fn set_slot(&mut self, ino: u64, idx: u64, slot: Option<ChunkRef>) -> Result<i64> {
         let g = self.group(ino, idx / MAP_SLOTS).await?;
         let i = (idx % MAP_SLOTS) as usize;
         if g.map.slots.len() <= i {
             if slot.is_none() {
-                return Ok(());
+                return Ok(0);
             }
             g.map.slots.resize(i + 1, None);
         }
-        g.map.slots[i] = slot;
+        let new = slot.map_or(0, |c| i64::from(c.len));
+        let old = std::mem::replace(&mut g.map.slots[i], slot).map_or(0, |c| i64::from(c.len));
         g.dirty = true;
-        Ok(())
+        Ok(new - old)
     }
 
     /// Write every edited group: a new map and extent record where its
@@ -476,16 +512,18 @@ impl<'a> Op<'a> {
 
     /// Move inline content into chunk 0 so the file can use extents.
     async fn uninline(&mut self, ino: u64, rec: &mut InodeRecord) -> Result<()> {
-        if let Some(data) = rec.inline.take()
-            && !data.is_empty()
-        {
-            self.set_extent(ino, 0, Some(Bytes::from(data))).await?;
+        if let Some(data) = rec.inline.take() {
+            let mut allocated = 0;
+            if !data.is_empty() {
+                allocated += self.set_extent(ino, 0, Some(Bytes::from(data))).await?;
+            }
+            rec.allocated = Some(allocated.max(0) as u64);
         }
         Ok(())
     }
 
     /// Write `data` at `offset` into regular file `ino` (record `rec`,
-    /// updated in place; the caller stores it).
+    /// updated in place, its allocation with it; the caller stores it).
     pub(crate) async fn write_data(
         &mut self,
         ino: u64,
@@ -508,7 +546,9 @@ impl<'a> Op<'a> {
             rec.size = new_size;
             return Ok(());
         }
+        let base = self.allocated(ino, rec).await?;
         self.uninline(ino, rec).await?;
+        let mut delta = rec.allocated.unwrap_or(base) as i64 - base as i64;
         let cs = self.chunk_size as u64;
         let first = offset / cs;
         let last = (end - 1) / cs;
@@ -527,7 +567,7 @@ impl<'a> Op<'a> {
                         len: chunk_len as u32,
                         hash: self.pending.stage_prepared(p),
                     };
-                    self.set_slot(ino, idx, Some(slot)).await?;
+                    delta += self.set_slot(ino, idx, Some(slot)).await?;
                     continue;
                 }
                 Bytes::copy_from_slice(src)
@@ -539,13 +579,15 @@ impl<'a> Op<'a> {
                 buf[lo..hi].copy_from_slice(src);
                 Bytes::from(buf)
             };
-            self.set_extent(ino, idx, Some(buf)).await?;
+            delta += self.set_extent(ino, idx, Some(buf)).await?;
         }
         rec.size = new_size;
+        rec.allocated = Some(base.saturating_add_signed(delta));
         Ok(())
     }
 
-    /// Truncate or extend regular file `ino` to `size`.
+    /// Truncate or extend regular file `ino` to `size` (its allocation
+    /// with it).
     pub(crate) async fn set_size(
         &mut self,
         ino: u64,
@@ -566,24 +608,32 @@ impl<'a> Op<'a> {
             self.drop_extents_from(ino, 0).await?;
             rec.inline = Some(Vec::new());
             rec.size = 0;
+            rec.allocated = Some(0);
             return Ok(());
         }
         if size < rec.size {
+            let base = self.allocated(ino, rec).await?;
             let cs = self.chunk_size as u64;
             let keep = size.div_ceil(cs);
-            self.drop_extents_from(ino, keep).await?;
+            let mut delta = -(self.drop_extents_from(ino, keep).await? as i64);
             let tail = (size % cs) as usize;
             if tail != 0 {
                 let idx = size / cs;
                 let old = self.extent_data(ino, idx).await?;
                 if old.len() > tail {
-                    self.set_extent(ino, idx, Some(old.slice(..tail))).await?;
+                    delta += self.set_extent(ino, idx, Some(old.slice(..tail))).await?;
                 }
             }
+            rec.allocated = Some(base.saturating_add_signed(delta));
         }
         rec.size = size;
         Ok(())
     }
+}
+
+/// The stored bytes of a map's slots.
+fn slot_bytes(slots: &[Option<ChunkRef>]) -> u64 {
+    slots.iter().flatten().map(|c| u64::from(c.len)).sum()
 }
 
 fn is_zero(d: &[u8]) -> bool {

@@ -5,6 +5,9 @@
 //! (or on directories); otherwise the owner, group or other bits apply, in
 //! that order. For file data, the owner may always read and write: NFS has no
 //! open(), so a file created `0o444` must still accept its creator's writes.
+//! READ is also allowed to a caller who may execute the file (knfsd's rule:
+//! the client reads a program's pages to run it); ACCESS reports the mode
+//! bits as they are.
 
 use cairn_codec::{FileKind, InodeRecord};
 use cairn_fs::{Creds, ErrorKind, FsError, access};
@@ -53,6 +56,22 @@ pub(crate) fn check_data(
         return Ok(());
     }
     check(creds, rec, want, what)
+}
+
+/// Reading file data: like [`check_data`] for read, but execute permission
+/// also allows it, as knfsd allows it: a client must read a program's pages
+/// to run it, so a caller who may execute a `0o711` file may read it.
+pub(crate) fn check_read(creds: &Creds, rec: &InodeRecord) -> Result<(), FsError> {
+    if creds.uid == rec.uid || granted(creds, rec) & (access::READ | access::EXECUTE) != 0 {
+        return Ok(());
+    }
+    Err(FsError::new(
+        ErrorKind::Access,
+        format!(
+            "permission denied: uid {} may neither read nor execute this file",
+            creds.uid
+        ),
+    ))
 }
 
 /// Whether `creds` own `rec` or are root.

@@ -19,8 +19,21 @@ struct Model {
     entries: BTreeMap<String, Node>,
     /// file id -> content
     files: BTreeMap<u32, Vec<u8>>,
+    /// file id -> its stored chunks (`None` while its content is inline):
+    /// chunk index -> stored length. What GETATTR's `used` must sum to.
+    alloc: BTreeMap<u32, Option<BTreeMap<u64, u64>>>,
     next_file: u32,
+    /// The dataset's chunk size.
+    chunk: u64,
 }
+
+/// Files up to this size keep their content in the inode record (the
+/// engine's `INLINE_MAX`) until they first grow past it.
+const INLINE_MAX: u64 = 4096;
+
+/// What GETATTR reports as `used` for a directory (the engine's
+/// `META_ALLOCATION`).
+const DIR_USED: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
@@ -114,6 +127,91 @@ fn parent(p: &str) -> &str {
 }
 
 impl Model {
+    fn new(chunk: u64) -> Self {
+        Self {
+            chunk,
+            ..Default::default()
+        }
+    }
+
+    /// The space file `id` occupies: its inline bytes, or the stored length
+    /// of each chunk that is not a hole.
+    fn used(&self, id: u32) -> u64 {
+        match &self.alloc[&id] {
+            None => self.files[&id].len() as u64,
+            Some(chunks) => chunks.values().sum(),
+        }
+    }
+
+    /// Chunk `idx` of file `id` now holds its first `len` bytes (within
+    /// the file): stored unless they are all zeros, which is a hole.
+    fn store_chunk(&mut self, id: u32, idx: u64, len: u64) {
+        let start = (idx * self.chunk) as usize;
+        let zero = self.files[&id][start..start + len as usize]
+            .iter()
+            .all(|b| *b == 0);
+        let chunks = self
+            .alloc
+            .get_mut(&id)
+            .and_then(Option::as_mut)
+            .expect("chunked file");
+        if zero || len == 0 {
+            chunks.remove(&idx);
+        } else {
+            chunks.insert(idx, len);
+        }
+    }
+
+    /// Move an inline file of `old_size` bytes to chunks: chunk 0 holds
+    /// what was inline.
+    fn uninline(&mut self, id: u32, old_size: u64) {
+        if self.alloc[&id].is_none() {
+            self.alloc.insert(id, Some(BTreeMap::new()));
+            self.store_chunk(id, 0, old_size);
+        }
+    }
+
+    /// Allocation after writing `offset..end` of file `id` (content already
+    /// written; it was `old_size` long): every chunk touched is stored up to
+    /// the new size.
+    fn after_write(&mut self, id: u32, old_size: u64, offset: u64, end: u64) {
+        let size = self.files[&id].len() as u64;
+        if self.alloc[&id].is_none() && size <= INLINE_MAX {
+            return;
+        }
+        self.uninline(id, old_size);
+        let cs = self.chunk;
+        for idx in offset / cs..=(end - 1) / cs {
+            self.store_chunk(id, idx, (size - idx * cs).min(cs));
+        }
+    }
+
+    /// Allocation after truncating file `id` (content already resized) from
+    /// `old_size`: chunks past the end go, the new tail chunk is cut; an
+    /// extension stores nothing.
+    fn after_truncate(&mut self, id: u32, old_size: u64) {
+        let size = self.files[&id].len() as u64;
+        let cs = self.chunk;
+        match &mut self.alloc.get_mut(&id).expect("file") {
+            None if size <= INLINE_MAX => {}
+            None => self.uninline(id, old_size),
+            Some(_) if size == 0 => {
+                self.alloc.insert(id, None);
+            }
+            Some(chunks) if size < old_size => {
+                chunks.retain(|idx, _| *idx < size.div_ceil(cs));
+                let (idx, tail) = (size / cs, size % cs);
+                if let Some(len) = chunks.get(&idx).copied()
+                    && tail != 0
+                    && len > tail
+                {
+                    self.store_chunk(id, idx, tail);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
     fn dir_exists(&self, d: &str) -> bool {
         d.is_empty() || self.entries.get(d) == Some(&Node::Dir)
     }
@@ -137,6 +235,7 @@ impl Model {
                 let id = self.next_file;
                 self.next_file += 1;
                 self.files.insert(id, Vec::new());
+                self.alloc.insert(id, None);
                 self.entries.insert(p, Node::File(id));
                 None
             }
@@ -174,12 +273,15 @@ impl Model {
                 seed,
             } => match self.entries.get(&path(*dir, *name)) {
                 Some(Node::File(id)) => {
-                    let f = self.files.get_mut(id).expect("file");
+                    let id = *id;
+                    let f = self.files.get_mut(&id).expect("file");
+                    let old_size = f.len() as u64;
                     let end = (*offset + *len) as usize;
                     if f.len() < end {
                         f.resize(end, 0);
                     }
                     f[*offset as usize..end].copy_from_slice(&data(*len, *seed));
+                    self.after_write(id, old_size, *offset as u64, end as u64);
                     None
                 }
                 Some(Node::Dir) => Some(ErrorKind::IsDir),
@@ -187,10 +289,11 @@ impl Model {
             },
             Op::Truncate { dir, name, size } => match self.entries.get(&path(*dir, *name)) {
                 Some(Node::File(id)) => {
-                    self.files
-                        .get_mut(id)
-                        .expect("file")
-                        .resize(*size as usize, 0);
+                    let id = *id;
+                    let f = self.files.get_mut(&id).expect("file");
+                    let old_size = f.len() as u64;
+                    f.resize(*size as usize, 0);
+                    self.after_truncate(id, old_size);
                     None
                 }
                 Some(Node::Dir) => Some(ErrorKind::IsDir),
@@ -285,6 +388,7 @@ impl Model {
             })
             .collect();
         self.files.retain(|id, _| live.contains(id));
+        self.alloc.retain(|id, _| live.contains(id));
     }
 }
 
@@ -458,6 +562,13 @@ async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
                 if kind != FileKind::Directory {
                     return Err(format!("{p}: engine has {kind:?}, model a directory"));
                 }
+                let attr = fs
+                    .getattr(ino)
+                    .await
+                    .map_err(|e| format!("getattr {p}: {e}"))?;
+                if attr.used != DIR_USED {
+                    return Err(format!("{p}: directory used {} vs {DIR_USED}", attr.used));
+                }
             }
             Node::File(id) => {
                 let content = &model.files[id];
@@ -470,6 +581,15 @@ async fn compare(fs: &dyn Filesystem, model: &Model) -> Result<(), String> {
                         "{p}: size {} vs model {}",
                         attr.size,
                         content.len()
+                    ));
+                }
+                if attr.used != model.used(*id) {
+                    return Err(format!(
+                        "{p}: used {} vs model {} (size {}, chunks {:?})",
+                        attr.used,
+                        model.used(*id),
+                        content.len(),
+                        model.alloc[id]
                     ));
                 }
                 let links = model.entries.values().filter(|n| *n == node).count() as u32;
@@ -515,7 +635,7 @@ fn check_sequence(ops: Vec<Op>, chunk_size: u32) -> Result<(), TestCaseError> {
         .await
         .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
         let fs = engine.root_dataset().await;
-        let mut model = Model::default();
+        let mut model = Model::new(chunk_size as u64);
         for (i, op) in ops.iter().enumerate() {
             let want = model.apply(op);
             let got = run_engine(&fs, op).await;
@@ -595,7 +715,7 @@ fn spec(ds: usize, snap: usize) -> String {
 impl World {
     fn new() -> Self {
         let mut live = BTreeMap::new();
-        live.insert("root".to_string(), Model::default());
+        live.insert("root".to_string(), Model::new(WORLD_CHUNK));
         World {
             live,
             snaps: BTreeMap::new(),
@@ -769,6 +889,7 @@ impl Model {
                         n
                     });
                     self.files.insert(new, snap.files[&id].clone());
+                    self.alloc.insert(new, snap.alloc[&id].clone());
                     Node::File(new)
                 }
             };
@@ -877,6 +998,9 @@ async fn compare_world(engine: &Engine, world: &World) -> Result<(), String> {
     Ok(())
 }
 
+/// The chunk size of the datasets of [`check_world`].
+const WORLD_CHUNK: u64 = 4096;
+
 fn check_world(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -888,7 +1012,7 @@ fn check_world(steps: Vec<Step>) -> Result<(), TestCaseError> {
             // Packs small enough to fill within a case, and the
             // background repacker running between (and inside) steps.
             EngineOptions {
-                chunk_size: 4096,
+                chunk_size: WORLD_CHUNK as u32,
                 pack_bytes: Some(16 << 10),
                 background_repack: Some(BackgroundRepack {
                     bytes_per_sec: u64::MAX,

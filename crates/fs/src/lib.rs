@@ -360,6 +360,25 @@ pub trait Filesystem: Send + Sync {
         count: u32,
     ) -> Result<(Bytes, bool)>;
 
+    /// The first run of stored data of regular file `ino` that ends after
+    /// `offset`, clipped to start at it; `None` if only a hole remains up
+    /// to end of file (lseek's `SEEK_DATA` and `SEEK_HOLE` in one call).
+    /// Everything between `offset` and the run's start is a hole and reads
+    /// as zeros. A run may end before the data does: ask again from its
+    /// end. Needs what [`Filesystem::read`] needs. The default reports the
+    /// whole rest of the file as data, which is always true, just not
+    /// sparse.
+    async fn next_data(
+        &self,
+        creds: &Creds,
+        ino: InodeId,
+        offset: u64,
+    ) -> Result<Option<std::ops::Range<u64>>> {
+        let _ = creds;
+        let a = self.getattr(ino).await?;
+        Ok((offset < a.size).then_some(offset..a.size))
+    }
+
     /// Write `data` at `offset`, extending the file (with zeros before
     /// `offset` if it is past the end). Returns the new attributes. Needs
     /// write permission (the owner may always write). `FileTooBig` past
