@@ -38,6 +38,30 @@ echo after > /run/x/snapfile && sync
 [ "$(cat /run/x/snapfile)" = after ]; st live-read $?
 ( echo x > /run/x/.snapshots/k1/new ) 2>> "$O/snap.log"; [ $? -ne 0 ]; st snapshot-rofs $?
 
+# Space per file: 50 KB at 100 MiB is one stored chunk, so du is small, and
+# cp --sparse=always (and =auto, which looks at st_blocks) copies it sparse.
+# 256 KiB is four default chunks.
+dd if=/dev/urandom of=/run/x/sparse bs=51200 count=1 seek=2048 2>> "$O/sparse.log" && sync
+echo 3 > /proc/sys/vm/drop_caches
+K=$(du -k /run/x/sparse | cut -f1); echo "du -k on the mount: $K" >> "$O/sparse.log"
+[ "$K" -le 256 ]; st du-sparse $?
+cp --sparse=always /run/x/sparse /run/tmp/sparse.always 2>> "$O/sparse.log"
+K=$(du -k /run/tmp/sparse.always | cut -f1); echo "du -k of cp --sparse=always: $K" >> "$O/sparse.log"
+[ "$K" -le 256 ] && cmp /run/x/sparse /run/tmp/sparse.always >> "$O/sparse.log" 2>&1; st cp-sparse-always $?
+cp /run/x/sparse /run/tmp/sparse.auto 2>> "$O/sparse.log"
+K=$(du -k /run/tmp/sparse.auto | cut -f1); echo "du -k of cp (sparse=auto): $K" >> "$O/sparse.log"
+[ "$K" -le 256 ] && cmp /run/x/sparse /run/tmp/sparse.auto >> "$O/sparse.log" 2>&1; st cp-sparse-auto $?
+
+# An execute-only program (0711, root's) runs as another user: the client
+# READs its pages with that user's credentials (caches dropped first, so
+# it must). At 0700 it must not run.
+cp /usr/bin/true /run/x/xonly && chmod 0711 /run/x/xonly && sync
+echo 3 > /proc/sys/vm/drop_caches
+setpriv --reuid=65534 --regid=65534 --clear-groups /run/x/xonly 2>> "$O/exec.log"; st exec-only $?
+chmod 0700 /run/x/xonly && sync
+echo 3 > /proc/sys/vm/drop_caches
+setpriv --reuid=65534 --regid=65534 --clear-groups /run/x/xonly 2>> "$O/exec.log"; [ $? -ne 0 ]; st exec-refused $?
+
 # fsx: random reads, writes, truncates and mmaps checked against a model.
 (cd /run/x && timeout 600 $FSX -N "$FSX_OPS" -S 42 fsx.data) > "$O/fsx.log" 2>&1; st fsx $?
 

@@ -179,7 +179,10 @@ pub struct Attr {
     pub gid: u32,
     /// Logical size in bytes (symlinks: target length).
     pub size: u64,
-    /// Bytes of storage the file's content accounts for (before dedup).
+    /// Bytes of storage the content occupies, before compression and
+    /// dedup: for a regular file its non-hole chunks (holes cost nothing)
+    /// or its inline bytes; a small fixed figure for directories and
+    /// symlinks. What `du` and `st_blocks` report.
     pub used: u64,
     /// Device numbers for device nodes.
     pub rdev: (u32, u32),
