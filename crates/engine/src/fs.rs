@@ -278,6 +278,18 @@ impl DatasetFs {
         }
     }
 
+    /// The record of regular file `ino`, if `creds` may read its data.
+    async fn readable(&self, creds: &Creds, ino: u64) -> Result<InodeRecord> {
+        let rec = self.inode(ino).await?;
+        match rec.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot read a directory")),
+            _ => return Err(err(ErrorKind::Invalid, "only regular files can be read")),
+        }
+        perm::check_read(creds, &rec)?;
+        Ok(rec)
+    }
+
     /// [`Filesystem::next_data`] of a chunked file of `size` bytes, from
     /// its extent maps; the inner error: a map looked up was missing (a
     /// concurrent write replaced it).
@@ -597,13 +609,7 @@ impl Filesystem for DatasetFs {
         offset: u64,
         count: u32,
     ) -> Result<(Bytes, bool)> {
-        let rec = self.inode(ino).await?;
-        match rec.kind {
-            FileKind::Regular => {}
-            FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot read a directory")),
-            _ => return Err(err(ErrorKind::Invalid, "only regular files can be read")),
-        }
-        perm::check_read(creds, &rec)?;
+        let rec = self.readable(creds, ino).await?;
         if offset >= rec.size || count == 0 {
             return Ok((Bytes::new(), offset >= rec.size));
         }
@@ -646,13 +652,7 @@ impl Filesystem for DatasetFs {
         ino: InodeId,
         offset: u64,
     ) -> Result<Option<std::ops::Range<u64>>> {
-        let rec = self.inode(ino).await?;
-        match rec.kind {
-            FileKind::Regular => {}
-            FileKind::Directory => return Err(err(ErrorKind::IsDir, "cannot read a directory")),
-            _ => return Err(err(ErrorKind::Invalid, "only regular files can be read")),
-        }
-        perm::check_read(creds, &rec)?;
+        let rec = self.readable(creds, ino).await?;
         if offset >= rec.size {
             return Ok(None);
         }
