@@ -254,6 +254,20 @@ fn main() -> anyhow::Result<()> {
             ]))?;
             release_example("cairn-nfs", "admin_latency", &args[1..])
         }
+        Some("bench-getattr") => {
+            // bench-getattr [CHANGES] [SECONDS]: NFS GETATTR p50/p99 idle
+            // and beside gc, dataset info and a snapshot delete.
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "cairn-nfs",
+                "-p",
+                "cairn-cli",
+                "--bins",
+            ]))?;
+            release_example("cairn-nfs", "getattr_under_load", &args[1..])
+        }
         Some("bench-nfs") => {
             // bench-nfs [MiB] [BIG_MIB] [ROUNDS]: the store figures at MiB,
             // then the nfs-cp comparison with Ganesha at BIG_MIB.
@@ -262,7 +276,7 @@ fn main() -> anyhow::Result<()> {
             release_example("cairn-nfs", "vs_ganesha", &args[args.len().min(2)..])
         }
         _ => bail!(
-            "usage: cargo xtask <ci | test | bench [criterion args] | bench-engine [MiB] [SETTLE_SECS] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | bench-admin [FILES] [RUNS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
+            "usage: cargo xtask <ci | test | bench [criterion args] | bench-engine [MiB] [SETTLE_SECS] | bench-nfs [MiB] [BIG_MIB] [ROUNDS] | bench-admin [FILES] [RUNS] | bench-getattr [CHANGES] [SECONDS] | crash [--cycles N] [--seed S] | fuzz [--smoke | --seconds N] [target] | e2e-kernel [--fsx-ops N] [--groups a,b] [--timeout S]>"
         ),
     }
 }
