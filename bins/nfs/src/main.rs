@@ -98,14 +98,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         p = local.port()
     );
 
-    let serving = async {
-        tokio::join!(nfs.serve(shutdown.clone()), async {
-            let r = rpc.serve(shutdown.clone()).await;
-            // If the admin API fails, stop NFS too rather than run half a server.
-            shutdown.cancel();
-            r
-        })
-    };
+    // The admin API runs on a thread of its own, so its CPU work (gc,
+    // walks, snapshot deletes) never delays an NFS reply; if it fails it
+    // stops NFS too rather than run half a server.
+    let admin = rpc.serve_on_thread(shutdown.clone());
+    let serving = async { tokio::join!(nfs.serve(shutdown.clone()), admin) };
     let (n, r) = cairn_daemon::with_grace(serving, &shutdown, (Ok(()), Ok(()))).await;
     n?;
     r.context("admin API")?;

@@ -17,7 +17,7 @@ pub mod pb {
 #[cfg(feature = "server")]
 mod service;
 #[cfg(feature = "server")]
-pub use service::{RpcServer, status_of};
+pub use service::{RpcServer, ThreadServeError, status_of};
 
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;

@@ -759,6 +759,71 @@ impl RpcServer {
     }
 }
 
+/// Why the admin API stopped serving on its own thread.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadServeError {
+    /// The thread or its runtime could not be started.
+    #[error("cannot start the admin API thread: {0}")]
+    Start(#[source] std::io::Error),
+    /// The server failed.
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The thread ended without saying how (it panicked).
+    #[error("the admin API thread ended unexpectedly")]
+    Lost,
+}
+
+impl RpcServer {
+    /// Serve on a thread of its own with its own runtime, until `shutdown`
+    /// is cancelled (and cancel it if serving fails). A process that also
+    /// serves NFS keeps admin work (gc, fsck, walks, snapshot deletes) off
+    /// the thread that answers NFS calls, so both cores work and NFS calls
+    /// do not queue behind an admin call's CPU time. The engine is shared:
+    /// its writer lock orders mutations from both threads. Resolves when
+    /// the thread has stopped.
+    pub fn serve_on_thread(
+        self,
+        shutdown: CancellationToken,
+    ) -> impl std::future::Future<Output = Result<(), ThreadServeError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The listener moves between runtimes as a std socket.
+        let started = self.listener.into_std().and_then(|std_listener| {
+            let (engine, token) = (self.engine, self.token);
+            let stop = shutdown.clone();
+            std::thread::Builder::new()
+                .name("cairn-admin".into())
+                .spawn(move || {
+                    let serve_stop = stop.clone();
+                    let r = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(ThreadServeError::Start)
+                        .and_then(|rt| {
+                            rt.block_on(async move {
+                                let listener = TcpListener::from_std(std_listener)
+                                    .map_err(ThreadServeError::Start)?;
+                                let server = RpcServer {
+                                    listener,
+                                    engine,
+                                    token,
+                                };
+                                Ok(server.serve(serve_stop).await?)
+                            })
+                        });
+                    stop.cancel();
+                    let _ = tx.send(r);
+                })
+        });
+        async move {
+            if let Err(e) = started {
+                shutdown.cancel();
+                return Err(ThreadServeError::Start(e));
+            }
+            rx.await.unwrap_or(Err(ThreadServeError::Lost))
+        }
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
