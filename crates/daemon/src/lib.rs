@@ -68,10 +68,13 @@ pub fn listen_addr(value: &str, key: &str) -> anyhow::Result<SocketAddr> {
 
 /// Open the store the configuration names.
 pub async fn open_engine(config: &Config) -> anyhow::Result<Engine> {
+    let cs = config.storage.chunk_size_bytes;
+    let chunk_size = u32::try_from(cs)
+        .with_context(|| format!("storage.chunk_size_bytes = {cs}: must be at most 1 MiB"))?;
     Engine::open(
         &config.storage.url,
         EngineOptions {
-            chunk_size: config.storage.chunk_size_bytes as u32,
+            chunk_size,
             compress: config.storage.compression == Compression::Lz4,
             kv: KvOptions {
                 object_store_options: config.storage.options.clone().into_iter().collect(),

@@ -190,6 +190,27 @@ async fn sparse_and_unaligned(fs: &dyn Filesystem, dir: InodeId) -> Outcome {
     );
     let (hole, _) = ok!(fs.read(&root(), f, 500_000, 4096).await);
     ensure!(hole.iter().all(|b| *b == 0), "hole did not read as zeros");
+    // next_data: its runs go forward, stay within the file, and every byte
+    // outside them is a hole (reads as zero).
+    let mut covered = vec![false; model.len()];
+    let mut at = 0u64;
+    let mut calls = 0;
+    while let Some(r) = ok!(fs.next_data(&root(), f, at).await) {
+        calls += 1;
+        ensure!(
+            r.start >= at && r.end > r.start && r.end <= model.len() as u64,
+            "next_data({at}) gave {r:?} in a file of {} bytes",
+            model.len()
+        );
+        ensure!(calls < 10_000, "next_data does not reach the end of file");
+        covered[r.start as usize..r.end as usize].fill(true);
+        at = r.end;
+    }
+    let missed = model.iter().zip(&covered).position(|(b, c)| *b != 0 && !c);
+    ensure!(
+        missed.is_none(),
+        "byte {missed:?} holds data but next_data called it a hole"
+    );
     Ok(())
 }
 
