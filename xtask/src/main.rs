@@ -82,6 +82,21 @@ fn test_deps() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A `cairn-nfs` example that drives the release server and CLI binaries:
+/// build both, then run it.
+fn server_example(example: &str, args: &[String]) -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "cairn-nfs",
+        "-p",
+        "cairn-cli",
+        "--bins",
+    ]))?;
+    release_example("cairn-nfs", example, args)
+}
+
 /// Run example `name` of `package`, release build, with `rest` as its
 /// arguments.
 fn release_example(package: &str, name: &str, rest: &[String]) -> anyhow::Result<()> {
@@ -240,34 +255,12 @@ fn main() -> anyhow::Result<()> {
             // during and after it, read back, small-file creates.
             release_example("cairn-engine", "sustained", &args[1..])
         }
-        Some("bench-admin") => {
-            // bench-admin [FILES] [RUNS]: admin call wall times through the
-            // real server and CLI, small dataset vs FILES files.
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "cairn-nfs",
-                "-p",
-                "cairn-cli",
-                "--bins",
-            ]))?;
-            release_example("cairn-nfs", "admin_latency", &args[1..])
-        }
-        Some("bench-getattr") => {
-            // bench-getattr [CHANGES] [SECONDS]: NFS GETATTR p50/p99 idle
-            // and beside gc, dataset info and a snapshot delete.
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "cairn-nfs",
-                "-p",
-                "cairn-cli",
-                "--bins",
-            ]))?;
-            release_example("cairn-nfs", "getattr_under_load", &args[1..])
-        }
+        // bench-admin [FILES] [RUNS]: admin call wall times through the
+        // real server and CLI, small dataset vs FILES files.
+        Some("bench-admin") => server_example("admin_latency", &args[1..]),
+        // bench-getattr [CHANGES] [SECONDS]: NFS GETATTR p50/p99 idle and
+        // beside gc, dataset info and a snapshot delete.
+        Some("bench-getattr") => server_example("getattr_under_load", &args[1..]),
         Some("bench-nfs") => {
             // bench-nfs [MiB] [BIG_MIB] [ROUNDS]: the store figures at MiB,
             // then the nfs-cp comparison with Ganesha at BIG_MIB.

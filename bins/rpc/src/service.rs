@@ -7,9 +7,9 @@ use cairn_engine::{Change, DatasetInfo, Engine, SnapshotInfo};
 use cairn_fs::{Attr, Creds, DirEntry, ErrorKind, FileKind, Filesystem, FsError, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::AUTH_HEADER;
@@ -745,13 +745,7 @@ impl RpcServer {
         // Replies are small and the client waits for each: without
         // TCP_NODELAY, Nagle holds a reply's last segment until the
         // client's delayed ACK (about 40 ms per call).
-        let incoming = TcpListenerStream::new(self.listener).map(|s| {
-            s.inspect(|s| {
-                if let Err(e) = s.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY on an admin connection");
-                }
-            })
-        });
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())

@@ -6,8 +6,9 @@
 //! naming an inode (directories: 2 + subdirectories); every directory but the
 //! root has exactly one entry and its parent field agrees; no orphans; extents
 //! belong to regular, non-inline files and their chunks lie within their
-//! size; each inode's recorded allocation is the sum of its chunks' lengths; for every extent map, refcount == number of extent records (head and
-//! history, all trees) naming it; for every chunk, refcount == number of
+//! size; each inode's recorded allocation is the sum of its chunks'
+//! lengths; for every extent map, refcount == number of extent records
+//! (head and history, all trees) naming it; for every chunk, refcount == number of
 //! slots of stored maps naming it; every map and chunk exists and matches its
 //! hash; no map, chunk or refcount without references; the inode counter is above every inode; the store's
 //! statistics match what is stored. Registry: the default exists, each

@@ -421,13 +421,13 @@ impl<'a> Op<'a> {
         Ok(total)
     }
 
-    /// `rec.allocated`, computed from the extents if an older build wrote
-    /// the record without it.
+    /// `rec.allocated` of a chunked file, computed from the extents if an
+    /// older build wrote the record without it (call it before editing the
+    /// file's slots).
     async fn allocated(&mut self, ino: u64, rec: &InodeRecord) -> Result<u64> {
-        match (rec.allocated, &rec.inline) {
-            (Some(a), _) => Ok(a),
-            (None, Some(_)) => Ok(0),
-            (None, None) => self.count_allocated(ino).await,
+        match rec.allocated {
+            Some(a) => Ok(a),
+            None => self.count_allocated(ino).await,
         }
     }
 
@@ -546,9 +546,9 @@ impl<'a> Op<'a> {
             rec.size = new_size;
             return Ok(());
         }
-        let base = self.allocated(ino, rec).await?;
         self.uninline(ino, rec).await?;
-        let mut delta = rec.allocated.unwrap_or(base) as i64 - base as i64;
+        let base = self.allocated(ino, rec).await?;
+        let mut delta = 0;
         let cs = self.chunk_size as u64;
         let first = offset / cs;
         let last = (end - 1) / cs;

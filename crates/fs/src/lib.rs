@@ -377,8 +377,9 @@ pub trait Filesystem: Send + Sync {
         ino: InodeId,
         offset: u64,
     ) -> Result<Option<std::ops::Range<u64>>> {
-        let _ = creds;
         let a = self.getattr(ino).await?;
+        // An empty read makes read's type and permission checks.
+        self.read(creds, ino, offset.min(a.size), 0).await?;
         Ok((offset < a.size).then_some(offset..a.size))
     }
 
