@@ -13,7 +13,7 @@ use cairn_rpc::{Client, ConnectError, pb};
 use clap::{CommandFactory, Parser, Subcommand};
 use tonic::Code;
 
-use output::Out;
+use output::{Out, PropValue};
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -100,8 +100,33 @@ enum DatasetCmd {
         #[arg(long, value_name = "SIZE")]
         chunk_size: Option<String>,
     },
-    /// List datasets.
-    List,
+    /// List datasets, with USED, AVAIL and REFER as ZFS shows them.
+    List {
+        /// Sizes as exact numbers of bytes.
+        #[arg(short = 'p')]
+        parsable: bool,
+    },
+    /// Set dataset properties, ZFS style: quota, refquota (a size such as
+    /// 10GiB, or none) and readonly (on/off).
+    Set {
+        /// Dataset name.
+        dataset: String,
+        /// PROPERTY=VALUE pairs, all set at once or none.
+        #[arg(required = true, value_name = "PROPERTY=VALUE")]
+        properties: Vec<String>,
+    },
+    /// Show properties of a dataset (or of DATASET@SNAPSHOT): all of them,
+    /// or those named.
+    Get {
+        /// NAME or DATASET@SNAPSHOT.
+        target: String,
+        /// Properties to show (default: all).
+        #[arg(value_name = "PROPERTY")]
+        properties: Vec<String>,
+        /// Sizes as exact numbers of bytes.
+        #[arg(short = 'p')]
+        parsable: bool,
+    },
     /// Show a dataset (NAME) or a snapshot (DATASET@SNAPSHOT).
     Info {
         /// NAME or DATASET@SNAPSHOT.
@@ -234,6 +259,39 @@ enum DatasetCmd {
         /// The newer snapshot [default: the live dataset].
         to: Option<String>,
     },
+}
+
+/// A dataset's properties as `dataset get` shows them, in `zfs get` order.
+fn dataset_properties(d: &pb::Dataset) -> Vec<(String, PropValue)> {
+    let opt = |v: Option<u64>| v.map_or(PropValue::None, PropValue::Size);
+    [
+        ("used", PropValue::Size(d.used)),
+        ("available", PropValue::Size(d.available)),
+        ("referenced", PropValue::Size(d.referenced)),
+        ("usedbysnapshots", PropValue::Size(d.usedbysnapshots)),
+        ("usedbydataset", PropValue::Size(d.usedbydataset)),
+        ("written", PropValue::Size(d.written)),
+        ("logicalreferenced", PropValue::Size(d.logicalreferenced)),
+        ("quota", opt(d.quota)),
+        ("refquota", opt(d.refquota)),
+        ("readonly", PropValue::Flag(d.read_only)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A snapshot's properties as `dataset get` shows them.
+fn snapshot_properties(s: &pb::Snapshot) -> Vec<(String, PropValue)> {
+    let opt = |v: Option<u64>| v.map_or(PropValue::None, PropValue::Size);
+    [
+        ("used", opt(s.unique_bytes)),
+        ("referenced", opt(s.referenced_bytes)),
+        ("written", opt(s.written_bytes)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A failure: one line to print and an exit status.
@@ -454,12 +512,89 @@ async fn dataset(out: &Out, c: &mut Client, cmd: DatasetCmd) -> Result<()> {
                 .into_inner();
             out.dataset_created(&d);
         }
-        DatasetCmd::List => {
+        DatasetCmd::List { parsable } => {
             let r = c
                 .list_datasets(pb::ListDatasetsRequest {})
                 .await?
                 .into_inner();
-            out.datasets(&r.datasets);
+            out.datasets(&r.datasets, parsable);
+        }
+        DatasetCmd::Set {
+            dataset,
+            properties,
+        } => {
+            let properties = properties
+                .iter()
+                .map(|p| match p.split_once('=') {
+                    Some((name, value)) => Ok(pb::Property {
+                        name: name.trim().to_string(),
+                        value: value.trim().to_string(),
+                    }),
+                    None => Err(Failure::new(
+                        2,
+                        format!("{p:?} is not PROPERTY=VALUE (e.g. refquota=10GiB)"),
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let d = c
+                .set_properties(pb::SetPropertiesRequest {
+                    dataset: dataset.clone(),
+                    properties: properties.clone(),
+                })
+                .await?
+                .into_inner();
+            let set: Vec<String> = properties
+                .iter()
+                .map(|p| format!("{}={}", p.name, p.value))
+                .collect();
+            out.done(
+                &format!("set {} on {dataset}", set.join(" ")),
+                output::dataset_json(&d),
+            );
+        }
+        DatasetCmd::Get {
+            target,
+            properties,
+            parsable,
+        } => {
+            let all = if target.contains('@') {
+                let s = c
+                    .snapshot_info(pb::SnapshotInfoRequest {
+                        snapshot: target.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                snapshot_properties(&s)
+            } else {
+                let d = c
+                    .dataset_info(pb::DatasetInfoRequest {
+                        name: target.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                dataset_properties(&d)
+            };
+            let chosen = if properties.is_empty() {
+                all
+            } else {
+                let mut chosen = Vec::new();
+                for p in &properties {
+                    let Some(i) = all.iter().position(|(k, _)| k == p) else {
+                        let known: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+                        return Err(Failure::new(
+                            2,
+                            format!(
+                                "unknown property {p:?} of {target}; it has {}",
+                                known.join(", ")
+                            ),
+                        ));
+                    };
+                    let (k, v) = &all[i];
+                    chosen.push((k.clone(), v.clone()));
+                }
+                chosen
+            };
+            out.properties(&target, &chosen, parsable);
         }
         DatasetCmd::Info { pos, name } => {
             let target = either(pos, name);

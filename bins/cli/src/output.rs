@@ -65,6 +65,17 @@ fn type_name(t: i32) -> &'static str {
     }
 }
 
+/// A property's value as `dataset get` shows it.
+#[derive(Debug, Clone, Copy)]
+pub enum PropValue {
+    /// A size in bytes.
+    Size(u64),
+    /// On or off.
+    Flag(bool),
+    /// Not set (a quota of none).
+    None,
+}
+
 /// A dataset as JSON.
 pub fn dataset_json(d: &pb::Dataset) -> Value {
     json!({
@@ -77,8 +88,15 @@ pub fn dataset_json(d: &pb::Dataset) -> Value {
         "default": d.is_default,
         "chunk_size_bytes": d.chunk_size_bytes,
         "files": d.files,
-        "logical_bytes": d.logical_bytes,
-        "unique_bytes": d.unique_bytes,
+        "used": d.used,
+        "available": d.available,
+        "referenced": d.referenced,
+        "usedbysnapshots": d.usedbysnapshots,
+        "usedbydataset": d.usedbydataset,
+        "written": d.written,
+        "logicalreferenced": d.logicalreferenced,
+        "quota": d.quota,
+        "refquota": d.refquota,
         "generation": d.generation,
         "snapshots": d.snapshots,
     })
@@ -176,20 +194,65 @@ impl Out {
         );
     }
 
-    pub fn datasets(&self, list: &[pb::Dataset]) {
+    /// The dataset listing; `exact`: sizes in bytes (`zfs list -p`).
+    pub fn datasets(&self, list: &[pb::Dataset], exact: bool) {
         if self.json {
             return self.print_json(&Value::Array(list.iter().map(dataset_json).collect()));
         }
-        let mut t = table(&["NAME", "DEFAULT", "FILES", "SNAPSHOTS", "ORIGIN", "CREATED"]);
+        let sz = |n: u64| if exact { n.to_string() } else { size(n) };
+        let mut t = table(&[
+            "NAME",
+            "USED",
+            "AVAIL",
+            "REFER",
+            "DEFAULT",
+            "FILES",
+            "SNAPSHOTS",
+            "ORIGIN",
+            "CREATED",
+        ]);
         for d in list {
             t.add_row(vec![
                 Cell::new(&d.name),
+                right(sz(d.used)),
+                right(sz(d.available)),
+                right(sz(d.referenced)),
                 Cell::new(if d.is_default { "*" } else { "" }),
                 right(d.files),
                 right(d.snapshots),
                 Cell::new(if d.origin.is_empty() { "-" } else { &d.origin }),
                 Cell::new(time(d.created_unix_ms)),
             ]);
+        }
+        println!("{t}");
+    }
+
+    /// `dataset get`: `props` of a dataset or snapshot, with their values
+    /// (`None`: unset; sizes in bytes), one JSON object keyed by property.
+    pub fn properties(&self, target: &str, props: &[(String, PropValue)], exact: bool) {
+        if self.json {
+            let m: serde_json::Map<String, Value> = props
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        PropValue::Size(n) => json!(n),
+                        PropValue::Flag(b) => json!(b),
+                        PropValue::None => Value::Null,
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            return self.print_json(&Value::Object(m));
+        }
+        let mut t = table(&["NAME", "PROPERTY", "VALUE"]);
+        for (k, v) in props {
+            let shown = match v {
+                PropValue::Size(n) if exact => n.to_string(),
+                PropValue::Size(n) => size(*n),
+                PropValue::Flag(b) => if *b { "on" } else { "off" }.to_string(),
+                PropValue::None => "none".to_string(),
+            };
+            t.add_row(vec![Cell::new(target), Cell::new(k), right(shown)]);
         }
         println!("{t}");
     }
@@ -215,8 +278,14 @@ impl Out {
             ("default", d.is_default.to_string()),
             ("chunk size", size(d.chunk_size_bytes as u64)),
             ("files", d.files.to_string()),
-            ("logical size", opt_size(d.logical_bytes)),
-            ("unique size", opt_size(d.unique_bytes)),
+            ("used", size(d.used)),
+            ("available", size(d.available)),
+            ("referenced", size(d.referenced)),
+            ("used by snapshots", size(d.usedbysnapshots)),
+            ("used by dataset", size(d.usedbydataset)),
+            ("written since newest snapshot", size(d.written)),
+            ("quota", opt_size(d.quota)),
+            ("refquota", opt_size(d.refquota)),
             ("generation", d.generation.to_string()),
             ("snapshots", d.snapshots.to_string()),
         ];
@@ -352,8 +421,8 @@ impl Out {
                     "copy": r.copy, "put_bytes": r.put_bytes,
                 })),
                 "datasets": s.datasets.iter().map(|d| json!({
-                    "name": d.name, "files": d.files, "logical_bytes": d.logical_bytes,
-                    "unique_bytes": d.unique_bytes, "snapshots": d.snapshots,
+                    "name": d.name, "files": d.files, "referenced": d.referenced,
+                    "used": d.used, "snapshots": d.snapshots,
                 })).collect::<Vec<_>>(),
             }));
         }
@@ -383,13 +452,13 @@ impl Out {
             ),
         ]);
         println!();
-        let mut t = table(&["DATASET", "FILES", "LOGICAL", "UNIQUE", "SNAPSHOTS"]);
+        let mut t = table(&["DATASET", "FILES", "REFER", "USED", "SNAPSHOTS"]);
         for d in &s.datasets {
             t.add_row(vec![
                 Cell::new(&d.name),
                 right(d.files),
-                right(size(d.logical_bytes)),
-                right(size(d.unique_bytes)),
+                right(size(d.referenced)),
+                right(size(d.used)),
                 right(d.snapshots),
             ]);
         }

@@ -39,7 +39,7 @@ fn dataset_commands() {
     put(&s, dir.path(), "/f", &noise(100_000, 1));
     let info = cairn_json(&s, &["dataset", "info", "root"]);
     assert_eq!(info["default"], true);
-    assert_eq!(info["logical_bytes"], 100_000);
+    assert_eq!(info["referenced"], 100_000);
     assert!(
         info["uuid"].as_str().is_some_and(|u| u.len() == 36),
         "{info}"
@@ -48,7 +48,7 @@ fn dataset_commands() {
     assert_eq!(info["files"], 1, "just the root directory");
     let human = cairn_ok(&s, &["dataset", "info", "root"]);
     assert!(
-        human.contains("logical size") && human.contains("97.7 KiB"),
+        human.contains("referenced") && human.contains("97.7 KiB"),
         "{human}"
     );
 

@@ -41,6 +41,7 @@ pub fn status(e: &FsError) -> nfsstat3 {
         ErrorKind::Access => NFS3ERR_ACCES,
         ErrorKind::ReadOnly => NFS3ERR_ROFS,
         ErrorKind::NoSpace => NFS3ERR_NOSPC,
+        ErrorKind::QuotaExceeded => NFS3ERR_DQUOT,
         ErrorKind::FileTooBig => NFS3ERR_FBIG,
         ErrorKind::TooManyLinks => NFS3ERR_MLINK,
         ErrorKind::Stale => NFS3ERR_STALE,
@@ -207,7 +208,8 @@ impl State {
             | ErrorKind::Corrupt
             | ErrorKind::Poisoned
             | ErrorKind::Busy
-            | ErrorKind::NoSpace => {
+            | ErrorKind::NoSpace
+            | ErrorKind::QuotaExceeded => {
                 tracing::warn!(kind = ?e.kind, error = %e, "NFS request failed");
             }
             _ => tracing::debug!(kind = ?e.kind, error = %e, "NFS request refused"),

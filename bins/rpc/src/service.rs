@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use cairn_engine::{Change, DatasetInfo, Engine, SnapshotInfo};
+use cairn_engine::{Change, DatasetInfo, Engine, Property, SnapshotInfo};
 use cairn_fs::{Attr, Creds, DirEntry, ErrorKind, FileKind, Filesystem, FsError, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -36,9 +36,10 @@ pub fn status_of(e: FsError) -> Status {
             tonic::Code::FailedPrecondition
         }
         ErrorKind::Permission | ErrorKind::Access => tonic::Code::PermissionDenied,
-        ErrorKind::NoSpace | ErrorKind::FileTooBig | ErrorKind::TooManyLinks => {
-            tonic::Code::ResourceExhausted
-        }
+        ErrorKind::NoSpace
+        | ErrorKind::QuotaExceeded
+        | ErrorKind::FileTooBig
+        | ErrorKind::TooManyLinks => tonic::Code::ResourceExhausted,
         ErrorKind::Io | ErrorKind::Poisoned => tonic::Code::Unavailable,
         ErrorKind::Corrupt => tonic::Code::DataLoss,
         ErrorKind::BadCookie | ErrorKind::NotSync | ErrorKind::NotSupported => {
@@ -63,10 +64,65 @@ fn dataset(d: DatasetInfo) -> pb::Dataset {
         is_default: d.default,
         chunk_size_bytes: d.chunk_size,
         files: d.files,
-        logical_bytes: d.logical_bytes,
-        unique_bytes: d.unique_bytes,
         generation: d.generation,
         snapshots: d.snapshots as u32,
+        used: d.space.used(),
+        referenced: d.space.referenced,
+        usedbysnapshots: d.space.snapshots,
+        usedbydataset: d.space.own,
+        written: d.space.written,
+        logicalreferenced: d.space.referenced,
+        available: d.available,
+        quota: d.quota,
+        refquota: d.refquota,
+    }
+}
+
+/// The properties `zfs get` shows that cairn reports but does not let a
+/// user set.
+const READ_ONLY_PROPERTIES: [&str; 7] = [
+    "used",
+    "referenced",
+    "usedbysnapshots",
+    "usedbydataset",
+    "written",
+    "logicalreferenced",
+    "available",
+];
+
+/// Parse one `name=value` for dataset `target`: refused, naming the
+/// problem, if `target` is a snapshot, the name unknown or read-only, or
+/// the value malformed.
+fn property(target: &str, p: &pb::Property) -> Result<Property, Status> {
+    let bad = |m: String| Status::invalid_argument(m);
+    if target.contains('@') {
+        return Err(bad(format!(
+            "{target} is a snapshot; {} is a dataset property and snapshots have none to set",
+            p.name
+        )));
+    }
+    let size = |v: &str| -> Result<Option<u64>, Status> {
+        if v.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        cairn_config::parse_size(v)
+            .map(Some)
+            .map_err(|e| bad(format!("{}: {e}, or none", p.name)))
+    };
+    match p.name.as_str() {
+        "quota" => Ok(Property::Quota(size(&p.value)?)),
+        "refquota" => Ok(Property::Refquota(size(&p.value)?)),
+        "readonly" => match p.value.to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" => Ok(Property::ReadOnly(true)),
+            "off" | "false" | "no" => Ok(Property::ReadOnly(false)),
+            v => Err(bad(format!("readonly: {v:?} is not on or off"))),
+        },
+        n if READ_ONLY_PROPERTIES.contains(&n) => Err(bad(format!(
+            "property {n:?} is read-only: it is counted, not set"
+        ))),
+        n => Err(bad(format!(
+            "unknown property {n:?}; settable: quota, refquota, readonly"
+        ))),
     }
 }
 
@@ -163,6 +219,30 @@ impl Admin for Service {
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::DeleteDatasetResponse {}))
+    }
+
+    async fn set_properties(
+        &self,
+        r: Request<pb::SetPropertiesRequest>,
+    ) -> Result<Response<pb::Dataset>, Status> {
+        let r = r.into_inner();
+        let name = required("dataset", &r.dataset)?;
+        if r.properties.is_empty() {
+            return Err(Status::invalid_argument(
+                "no property to set: give PROPERTY=VALUE",
+            ));
+        }
+        let props = r
+            .properties
+            .iter()
+            .map(|p| property(name, p))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let d = self
+            .engine
+            .set_properties(name, &props)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(dataset(d)))
     }
 
     async fn set_default(
@@ -432,8 +512,8 @@ impl Admin for Service {
                 .map(|d| pb::DatasetStats {
                     name: d.name,
                     files: d.files,
-                    logical_bytes: d.logical_bytes.unwrap_or(0),
-                    unique_bytes: d.unique_bytes.unwrap_or(0),
+                    referenced: d.space.referenced,
+                    used: d.space.used(),
                     snapshots: d.snapshots as u32,
                 })
                 .collect(),

@@ -493,6 +493,20 @@ impl ExtentMap {
 pub struct ExtentRecord {
     /// Address of the group's extent map.
     pub map: ChunkHash,
+    /// The plain bytes of the map's chunks (holes excluded): what the
+    /// record charges its dataset. `None` in records written before it was
+    /// kept (read the map to count them).
+    pub bytes: Option<u64>,
+}
+
+impl ExtentRecord {
+    /// A record naming `map`, whose chunks hold `bytes` plain bytes.
+    pub fn new(map: ChunkHash, bytes: u64) -> Self {
+        Self {
+            map,
+            bytes: Some(bytes),
+        }
+    }
 }
 
 impl Body for ExtentRecord {
@@ -500,12 +514,20 @@ impl Body for ExtentRecord {
 
     fn encode_body(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.map.0);
+        // Last, and optional: records written before it decode as `None`.
+        if let Some(b) = self.bytes {
+            out.extend_from_slice(&b.to_be_bytes());
+        }
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
         let mut h = [0u8; 32];
         h.copy_from_slice(r.take(32)?);
-        Ok(Self { map: ChunkHash(h) })
+        let bytes = if r.is_empty() { None } else { Some(r.u64()?) };
+        Ok(Self {
+            map: ChunkHash(h),
+            bytes,
+        })
     }
 }
 
@@ -587,8 +609,9 @@ mod tests {
         }
 
         #[test]
-        fn extent_round_trips(birth in any::<u64>(), h in any::<[u8; 32]>()) {
-            let v = Versioned::new(birth, ExtentRecord { map: ChunkHash(h) });
+        fn extent_round_trips(birth in any::<u64>(), h in any::<[u8; 32]>(),
+                bytes in proptest::option::of(any::<u64>())) {
+            let v = Versioned::new(birth, ExtentRecord { map: ChunkHash(h), bytes });
             prop_assert_eq!(Versioned::decode(&v.encode()), Ok(v));
         }
 

@@ -7,17 +7,13 @@ use std::collections::HashMap;
 
 use cairn_cas::Level;
 use cairn_cas::Pending;
-use cairn_codec::{
-    ChunkHash, ExtentMap, ExtentRecord, FileKind, InodeRecord, Key, KeyPrefix, Timestamp, Versioned,
-};
+use cairn_codec::{ChunkHash, ExtentRecord, Key, KeyPrefix, Timestamp, Versioned};
 use cairn_fs::{ErrorKind, FsError};
-use cairn_meta::View;
-use cairn_registry::{DatasetRecord, Registry, SnapshotRecord, SnapshotSpec, validate_name};
+use cairn_registry::{DatasetRecord, Registry, SnapshotRecord, SnapshotSpec, Space, validate_name};
 use cairn_snapshot::{DiffEntry, RollbackReport};
 
 use crate::{
-    DatasetFs, Engine, ROOT_INO, WriterState, cas_err, kv_err, meta_err, put_root_dir, reg_err,
-    snap_err,
+    DatasetFs, Engine, ROOT_INO, WriterState, cas_err, kv_err, put_root_dir, reg_err, snap_err,
 };
 
 type Result<T> = std::result::Result<T, FsError>;
@@ -53,15 +49,44 @@ pub struct DatasetInfo {
     pub chunk_size: u32,
     /// Inodes in the live tree.
     pub files: u64,
-    /// Sum of the sizes of its live files (computed: walks the dataset).
-    pub logical_bytes: Option<u64>,
-    /// Bytes of chunks only this dataset (head and snapshots) references
-    /// (computed: walks the dataset).
-    pub unique_bytes: Option<u64>,
+    /// Its space counters (see [`Space`]; `used` is [`Space::used`]).
+    pub space: Space,
+    /// Limit on `used`.
+    pub quota: Option<u64>,
+    /// Limit on `referenced`.
+    pub refquota: Option<u64>,
+    /// What it can still grow by: the store's free space, less what the
+    /// quotas leave (ZFS `available`).
+    pub available: u64,
     /// Current generation.
     pub generation: u64,
     /// Number of snapshots.
     pub snapshots: usize,
+}
+
+/// A settable dataset property.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Property {
+    /// Limit on `used` (`None`: no limit).
+    Quota(Option<u64>),
+    /// Limit on `referenced` (`None`: no limit).
+    Refquota(Option<u64>),
+    /// Whether writes are refused.
+    ReadOnly(bool),
+}
+
+/// What dataset `d` can still grow by with `store_free` bytes free in the
+/// store: the least of that and what each quota leaves.
+pub(crate) fn available(d: &DatasetRecord, store_free: u64) -> u64 {
+    let s = d.space.unwrap_or_default();
+    let mut avail = store_free;
+    if let Some(q) = d.quota {
+        avail = avail.min(q.saturating_sub(s.used()));
+    }
+    if let Some(q) = d.refquota {
+        avail = avail.min(q.saturating_sub(s.referenced));
+    }
+    avail
 }
 
 /// What `snapshot list` and `snapshot info` report.
@@ -77,13 +102,13 @@ pub struct SnapshotInfo {
     pub created: Timestamp,
     /// Inodes it holds.
     pub files: u64,
-    /// Sum of its file sizes (computed by `snapshot info`).
+    /// File data it sees (ZFS `referenced`).
     pub referenced_bytes: Option<u64>,
-    /// Bytes of the versions only it sees: what deleting it frees, before
-    /// dedup against other chunks (computed by `snapshot info`).
+    /// File data of the versions only it sees: what deleting it frees,
+    /// counted before dedup (ZFS `used`; computed by `snapshot info`).
     pub unique_bytes: Option<u64>,
-    /// Bytes of file data written between the previous snapshot and this one
-    /// (computed by `snapshot info`).
+    /// File data written between the previous snapshot and this one (ZFS
+    /// `written`).
     pub written_bytes: Option<u64>,
     /// Datasets cloned from it.
     pub clones: Vec<String>,
@@ -224,6 +249,7 @@ impl Engine {
             tracing::info!(tree, "resuming an interrupted dataset deletion");
             self.free_tree(&mut w, tree).await?;
         }
+        self.count_missing(&mut w).await?;
         self.inner.publish(&w.reg);
         Ok(())
     }
@@ -297,7 +323,7 @@ impl Engine {
         reg.put_dataset(&mut t, d);
         self.commit_registry(t, &mut w.reg).await?;
         tracing::info!(dataset = name, id, "created dataset");
-        self.info_of(&w.reg, id, false).await
+        self.info_of(&w.reg, id).await
     }
 
     /// Every dataset (cheap fields only), by name. Takes no lock: the
@@ -307,7 +333,7 @@ impl Engine {
         let ids: Vec<u64> = reg.datasets().map(|d| d.id).collect();
         let mut out = Vec::new();
         for id in ids {
-            out.push(self.info_of(&reg, id, false).await?);
+            out.push(self.info_of(&reg, id).await?);
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -317,24 +343,51 @@ impl Engine {
     pub async fn dataset_summary(&self, name: &str) -> Result<DatasetInfo> {
         let reg = self.inner.registry();
         let id = reg.by_name(name).map_err(reg_err)?.id;
-        self.info_of(&reg, id, false).await
+        self.info_of(&reg, id).await
     }
 
-    /// One dataset, with computed sizes.
+    /// One dataset, with its figures as committed (no walk, no lock).
     pub async fn dataset_info(&self, name: &str) -> Result<DatasetInfo> {
-        let w = self.inner.writer.lock().await;
+        self.dataset_summary(name).await
+    }
+
+    /// The store's free space for data (`u64::MAX` for stores that report
+    /// none: memory and remote object stores).
+    pub(crate) fn store_free(&self) -> Result<u64> {
+        Ok(match self.inner.kv.space().map_err(kv_err)? {
+            Some(sp) => sp.available.saturating_sub(sp.reserve),
+            None => u64::MAX,
+        })
+    }
+
+    /// Set dataset `name`'s properties, all in one batch (none if one is
+    /// refused). A quota below what the dataset holds is allowed, as in
+    /// ZFS: writes are refused until it is back under.
+    pub async fn set_properties(&self, name: &str, props: &[Property]) -> Result<DatasetInfo> {
+        let mut w = self.inner.writer.lock().await;
         let id = w.reg.by_name(name).map_err(reg_err)?.id;
-        self.info_of(&w.reg, id, true).await
+        let mut d = Registry::read_dataset(&self.inner.kv, id)
+            .await
+            .map_err(reg_err)?
+            .or_else(|| w.reg.dataset(id).cloned())
+            .ok_or_else(|| FsError::new(ErrorKind::NotFound, format!("no dataset {id}")))?;
+        for p in props {
+            match *p {
+                Property::Quota(q) => d.quota = q,
+                Property::Refquota(q) => d.refquota = q,
+                Property::ReadOnly(r) => d.read_only = r,
+            }
+        }
+        let mut t = self.inner.kv.txn();
+        w.reg.put_dataset(&mut t, d);
+        self.commit_registry(t, &mut w.reg).await?;
+        tracing::info!(dataset = name, ?props, "set properties");
+        self.info_of(&w.reg, id).await
     }
 
     /// What `reg` says of dataset `id`, with its counters as committed
     /// (`sizes`: and its sizes, walked).
-    pub(crate) async fn info_of(
-        &self,
-        reg: &Registry,
-        id: u64,
-        sizes: bool,
-    ) -> Result<DatasetInfo> {
+    pub(crate) async fn info_of(&self, reg: &Registry, id: u64) -> Result<DatasetInfo> {
         let fresh = Registry::read_dataset(&self.inner.kv, id)
             .await
             .map_err(reg_err)?;
@@ -348,14 +401,8 @@ impl Engine {
                 .map_or_else(|| format!("#{g}"), |s| s.name.clone());
             format!("{}@{snap}", reg.name_of(t))
         });
-        let (logical, unique) = if sizes {
-            let view = reg.head_view(id).map_err(reg_err)?;
-            let logical = self.logical_bytes(view).await?;
-            let unique = self.unique_bytes(id).await?;
-            (Some(logical), Some(unique))
-        } else {
-            (None, None)
-        };
+        let space = d.space.unwrap_or_default();
+        let available = available(d, self.store_free()?);
         Ok(DatasetInfo {
             id,
             name: d.name.clone(),
@@ -366,31 +413,13 @@ impl Engine {
             default: reg.default_id() == id,
             chunk_size: d.chunk_size,
             files: d.files,
-            logical_bytes: logical,
-            unique_bytes: unique,
+            space,
+            quota: d.quota,
+            refquota: d.refquota,
+            available,
             generation: d.generation,
             snapshots: reg.snapshots_of(id).len(),
         })
-    }
-
-    /// Sum of the sizes of regular files visible in `view`.
-    async fn logical_bytes(&self, view: View) -> Result<u64> {
-        let t = self.inner.kv.txn();
-        let (start, end) = Key::tree_range(KeyPrefix::Inode, view.tree);
-        let (recs, _) = cairn_meta::visible_range(&t, view, &start, &end, usize::MAX)
-            .await
-            .map_err(meta_err)?;
-        let mut total = 0u64;
-        for (k, v) in recs {
-            let rec = Versioned::<InodeRecord>::decode(&v)
-                .map_err(|e| FsError::new(ErrorKind::Corrupt, format!("inode {k:?}: {e}")))?;
-            if let Some(r) = rec.value
-                && r.kind == FileKind::Regular
-            {
-                total += r.size;
-            }
-        }
-        Ok(total)
     }
 
     /// How many extent records (head and history) in the ranges `range`
@@ -417,41 +446,6 @@ impl Engine {
             }
         }
         Ok(refs)
-    }
-
-    /// The chunks that dropping `drops[m]` references to each map `m` would
-    /// free (maps left with no reference release their chunks), with their
-    /// stored records.
-    async fn freed_chunks(
-        &self,
-        drops: &HashMap<ChunkHash, u64>,
-    ) -> Result<Vec<cairn_cas::Location>> {
-        let kv = &self.inner.kv;
-        let mut chunk_drops: HashMap<ChunkHash, u64> = HashMap::new();
-        for (m, n) in drops {
-            if cairn_cas::map_refcount(kv, m).await.map_err(cas_err)? == *n {
-                let map = cairn_cas::read_map(kv, m).await.map_err(cas_err)?;
-                for (_, c) in map.chunks() {
-                    *chunk_drops.entry(c.hash).or_default() += 1;
-                }
-            }
-        }
-        let mut freed = Vec::new();
-        for (h, n) in chunk_drops {
-            if cairn_cas::refcount(kv, &h).await.map_err(cas_err)? == n
-                && let Some(b) = kv.get(&Key::Chunk(h).encode()).await.map_err(kv_err)?
-            {
-                freed.push(cairn_cas::decode_location(&h, &b).map_err(cas_err)?);
-            }
-        }
-        Ok(freed)
-    }
-
-    /// Stored bytes of chunks every reference to which lies in tree `id`.
-    async fn unique_bytes(&self, id: u64) -> Result<u64> {
-        let refs = self.extent_refs(|kind| Key::tree_range(kind, id)).await?;
-        let freed = self.freed_chunks(&refs).await?;
-        Ok(freed.iter().map(|l| l.len as u64).sum())
     }
 
     /// Delete a dataset and everything in it. Refuses the default dataset,
@@ -567,9 +561,9 @@ impl Engine {
             created: s.created,
             files: s.files,
             view_id: s.view_id,
-            referenced_bytes: None,
+            referenced_bytes: s.referenced,
             unique_bytes: None,
-            written_bytes: None,
+            written_bytes: s.written,
             clones: reg
                 .clones_of(s.tree, s.generation)
                 .iter()
@@ -609,88 +603,14 @@ impl Engine {
         Ok(self.snap_info(&reg, s))
     }
 
-    /// One snapshot, with its sizes computed.
+    /// One snapshot, with `used` computed from the dead-list range only
+    /// it sees (O(the changes between its neighbours); no tree walk).
     pub async fn snapshot_info(&self, spec: &str) -> Result<SnapshotInfo> {
         let spec = SnapshotSpec::parse(spec).map_err(reg_err)?;
-        let w = self.inner.writer.lock().await;
-        let s = w.reg.resolve(&spec).map_err(reg_err)?.clone();
-        let mut info = self.snap_info(&w.reg, &s);
-        let view = w.reg.snapshot_view(s.tree, s.generation).map_err(reg_err)?;
-        info.referenced_bytes = Some(self.logical_bytes(view).await?);
-        let live = w.reg.snapshots_of(s.tree);
-        let prev = live
-            .iter()
-            .map(|x| x.generation)
-            .filter(|g| *g < s.generation)
-            .max()
-            .unwrap_or(0);
-        let next = live
-            .iter()
-            .map(|x| x.generation)
-            .find(|g| *g > s.generation)
-            .unwrap_or(u64::MAX);
-        let kv = &self.inner.kv;
-        // Unique: what freeing the versions born in (prev, s] that died in
-        // (s, next] would free.
-        let (start, end) = Key::dead_range(s.tree, s.generation + 1, next);
-        let mut drops: HashMap<ChunkHash, u64> = HashMap::new();
-        for (k, _) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
-            if let Ok(Key::Dead {
-                death, birth, head, ..
-            }) = Key::decode(&k)
-                && birth > prev
-                && birth <= s.generation
-                && let cairn_codec::HeadKey::Extent { .. } = head
-                && let Some(v) = kv.get(&head.history_key(death)).await.map_err(kv_err)?
-                && let Ok(Versioned { value: Some(e), .. }) = Versioned::<ExtentRecord>::decode(&v)
-            {
-                *drops.entry(e.map).or_default() += 1;
-            }
-        }
-        let freed = self.freed_chunks(&drops).await?;
-        info.unique_bytes = Some(freed.iter().map(|l| l.plain as u64).sum());
-        // Written: chunks of extent groups (head or history) born in
-        // (prev, s] that differ from the group as the previous snapshot saw it.
-        let prev_view = match prev {
-            0 => None,
-            p => Some(w.reg.snapshot_view(s.tree, p).map_err(reg_err)?),
-        };
-        let t = kv.txn();
-        let mut written = 0u64;
-        for kind in [KeyPrefix::Extent, KeyPrefix::HistExtent] {
-            let (start, end) = Key::tree_range(kind, s.tree);
-            for (k, v) in kv.scan(&start, &end, usize::MAX).await.map_err(kv_err)? {
-                let Ok(Versioned {
-                    birth,
-                    value: Some(e),
-                }) = Versioned::<ExtentRecord>::decode(&v)
-                else {
-                    continue;
-                };
-                if birth <= prev || birth > s.generation {
-                    continue;
-                }
-                let map = cairn_cas::read_map(kv, &e.map).await.map_err(cas_err)?;
-                let before = match (prev_view, Key::decode(&k)) {
-                    (Some(pv), Ok(Key::Head(head) | Key::History { head, .. })) => {
-                        match cairn_meta::get::<ExtentRecord>(&t, pv, &head)
-                            .await
-                            .map_err(meta_err)?
-                        {
-                            Some(p) => cairn_cas::read_map(kv, &p.map).await.map_err(cas_err)?,
-                            None => ExtentMap::default(),
-                        }
-                    }
-                    _ => ExtentMap::default(),
-                };
-                written += map
-                    .chunks()
-                    .filter(|(i, c)| before.slots.get(*i as usize) != Some(&Some(*c)))
-                    .map(|(_, c)| c.len as u64)
-                    .sum::<u64>();
-            }
-        }
-        info.written_bytes = Some(written);
+        let reg = self.inner.registry();
+        let s = reg.resolve(&spec).map_err(reg_err)?.clone();
+        let mut info = self.snap_info(&reg, &s);
+        info.unique_bytes = Some(crate::space::snapshot_used(&self.inner.kv, &reg, &s).await?);
         Ok(info)
     }
 
@@ -842,17 +762,22 @@ impl Engine {
         let reg = &mut w.reg;
         let mut t = self.inner.kv.txn();
         let id = reg.alloc_tree(&mut t).map_err(reg_err)?;
-        let d = Registry::new_dataset(
+        let mut d = Registry::new_dataset(
             id,
             name,
             origin.chunk_size,
             Some((s.tree, s.generation)),
             s.files,
         );
+        // It sees what the snapshot saw, and holds nothing of its own yet.
+        d.space = s.referenced.map(|referenced| cairn_registry::Space {
+            referenced,
+            ..Default::default()
+        });
         reg.put_dataset(&mut t, d);
         self.commit_registry(t, &mut w.reg).await?;
         tracing::info!(clone = name, origin = %spec, "created clone");
-        self.info_of(&w.reg, id, false).await
+        self.info_of(&w.reg, id).await
     }
 
     /// A btrfs-style writable snapshot: snapshot `dataset@snapshot`, then
@@ -942,6 +867,8 @@ impl Engine {
                 return Err(e);
             }
         };
+        self.inner.publish(&w.reg);
+        self.count_missing(&mut w).await?;
         self.inner.kv.flush().await.map_err(kv_err)?;
         tracing::info!(snapshot = %spec, ?report, "rolled back");
         Ok(report)
@@ -993,7 +920,7 @@ impl Engine {
         let ids: Vec<u64> = w.reg.datasets().map(|d| d.id).collect();
         let mut datasets = Vec::new();
         for id in ids {
-            datasets.push(self.info_of(&w.reg, id, true).await?);
+            datasets.push(self.info_of(&w.reg, id).await?);
         }
         datasets.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(StoreStats {

@@ -1192,22 +1192,37 @@ impl Filesystem for DatasetFs {
     async fn fsstat(&self) -> Result<FsStat> {
         self.check_alive()?;
         let st = cairn_cas::stats(&self.inner.kv).await.map_err(cas_err)?;
-        let inodes = {
-            let w = self.inner.writer.lock().await;
-            match self.view.at {
-                Some(g) => w.reg.snapshot(self.view.tree, g).map(|s| s.files),
-                None => w.reg.dataset(self.view.tree).map(|d| d.files),
-            }
-            .unwrap_or(0)
-        };
-        let used = st.stored_bytes;
-        let (total_bytes, free_bytes) = match self.inner.kv.space().map_err(kv_err)? {
+        // The dataset's record as committed (its counters move with
+        // every operation; the published registry's copy does not).
+        let ds = cairn_registry::Registry::read_dataset(&self.inner.kv, self.view.tree)
+            .await
+            .map_err(crate::reg_err)?;
+        let inodes = match self.view.at {
+            Some(g) => self
+                .inner
+                .registry()
+                .snapshot(self.view.tree, g)
+                .map(|s| s.files),
+            None => ds.as_ref().map(|d| d.files),
+        }
+        .unwrap_or(0);
+        let mut used = st.stored_bytes;
+        let (mut total_bytes, mut free_bytes) = match self.inner.kv.space().map_err(kv_err)? {
             Some(sp) => (sp.total, sp.available.saturating_sub(sp.reserve)),
             None => (
                 REPORTED_CAPACITY_BYTES.max(used),
                 REPORTED_CAPACITY_BYTES.saturating_sub(used),
             ),
         };
+        // A dataset with a quota reports it as its size, as df shows a
+        // ZFS dataset's: what its quotas leave is what is free.
+        if let Some(d) = &ds
+            && let Some(limit) = [d.quota, d.refquota].into_iter().flatten().min()
+        {
+            free_bytes = crate::admin::available(d, free_bytes);
+            total_bytes = limit.max(free_bytes);
+            used = total_bytes - free_bytes;
+        }
         Ok(FsStat {
             total_bytes,
             free_bytes,

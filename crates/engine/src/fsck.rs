@@ -439,6 +439,41 @@ pub(crate) async fn run(inner: &Inner, reg: &Registry) -> Result<FsckReport, FsE
         );
     }
 
+    // Space counters against a walk of the records they count.
+    for d in reg.datasets() {
+        let fresh = Registry::read_dataset(&inner.kv, d.id)
+            .await
+            .map_err(crate::reg_err)?;
+        let recorded = fresh.as_ref().unwrap_or(d).space;
+        let counted = crate::space::count_dataset(&inner.kv, reg, d.id).await?;
+        match recorded {
+            Some(s) if s != counted => r.problem(
+                "space",
+                format!(
+                    "dataset {:?}: counters say {s:?} but its records hold {counted:?}",
+                    d.name
+                ),
+            ),
+            None => r.problem(
+                "space",
+                format!("dataset {:?}: space counters were never counted", d.name),
+            ),
+            Some(_) => {}
+        }
+        for s in reg.snapshots_of(d.id) {
+            let (referenced, written) = crate::space::count_snapshot(&inner.kv, reg, s).await?;
+            if s.referenced != Some(referenced) || s.written != Some(written) {
+                r.problem(
+                    "space",
+                    format!(
+                        "snapshot {}@{}: recorded referenced {:?} written {:?}, its records hold {referenced} and {written}",
+                        d.name, s.name, s.referenced, s.written
+                    ),
+                );
+            }
+        }
+    }
+
     // Stored maps, verified against their hashes.
     let mut maps = HashMap::new();
     let stored_maps = cairn_cas::all_objects(&inner.kv, Level::Maps)

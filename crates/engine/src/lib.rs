@@ -20,6 +20,7 @@ mod readahead;
 mod repack;
 mod restore;
 mod scrub;
+mod space;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,9 +32,12 @@ use cairn_fs::{ErrorKind, FsError};
 use cairn_kv::{Kv, KvError, KvErrorKind};
 use cairn_registry::{Registry, RegistryError};
 
-pub use admin::{DatasetInfo, DatasetOptions, GcReport, SnapshotInfo, StoreStats, ViewInfo};
+pub use admin::{
+    DatasetInfo, DatasetOptions, GcReport, Property, SnapshotInfo, StoreStats, ViewInfo,
+};
 pub use cairn_fs as api;
 pub use cairn_kv::{FaultPlan, Faults, KvOptions, RequestCounts};
+pub use cairn_registry::Space;
 pub use cairn_registry::{MAX_VIEW_ID, ROOT_DATASET, SnapshotSpec};
 pub use cairn_snapshot::{Change, DiffEntry, RollbackReport};
 pub use fs::DatasetFs;

@@ -20,7 +20,7 @@ use cairn_fs::{Creds, ErrorKind, FsError, NAME_MAX};
 use cairn_kv::Txn;
 use cairn_meta::{Retired, TreeState, View};
 
-use cairn_registry::{DatasetRecord, Registry};
+use cairn_registry::{DatasetRecord, Registry, Space};
 
 use crate::{INLINE_MAX, Inner, NEXT_INO_KEY, WriterState, cas_err, kv_err, meta_err, meta_key};
 
@@ -81,6 +81,11 @@ pub(crate) struct Op<'a> {
     /// Whole chunks of the data being written, hashed and encoded before
     /// the writer lock was taken ([`prepare_chunks`]), by chunk index.
     pub(crate) prepared: HashMap<u64, cairn_cas::Prepared>,
+    /// The dataset's space counters as the operation found them.
+    space_before: Option<Space>,
+    /// Whether the operation may grow a figure past its quota (a truncate
+    /// may: it must always work, to clean a full dataset up).
+    quota_exempt: bool,
 }
 
 /// Hash and encode the whole, aligned, non-zero chunks of `data` written at
@@ -118,6 +123,8 @@ pub(crate) async fn prepare_chunks(
 struct Group {
     /// The map the group's visible extent record names (`None`: no record).
     orig: Option<ChunkHash>,
+    /// The plain bytes of that map's chunks.
+    orig_bytes: u64,
     /// Its slots, as edited.
     map: ExtentMap,
     /// Whether the slots were edited.
@@ -146,8 +153,10 @@ impl<'a> Op<'a> {
             tree: ds.tree_state(),
             now: Timestamp::now(),
             chunk_size: ds.chunk_size,
+            space_before: ds.space,
             ds,
             ds_dirty: false,
+            quota_exempt: false,
             view,
             groups: BTreeMap::new(),
             prepared: HashMap::new(),
@@ -156,6 +165,7 @@ impl<'a> Op<'a> {
 
     pub(crate) async fn commit(mut self) -> Result<()> {
         self.write_groups().await?;
+        self.check_quota()?;
         self.pending.apply(&mut self.txn).await.map_err(cas_err)?;
         if self.ds_dirty {
             let (k, v) = Registry::encode_dataset(&self.ds);
@@ -205,9 +215,81 @@ impl<'a> Op<'a> {
 
     pub(crate) async fn put_inode(&mut self, ino: u64, rec: InodeRecord) -> Result<()> {
         let key = self.ikey(ino);
-        cairn_meta::put(&mut self.txn, &self.tree, &key, rec)
+        let inherited = self.inherited_charge(ino).await?;
+        let new = cairn_snapshot::inode_charge(&rec);
+        let retired = cairn_meta::put(&mut self.txn, &self.tree, &key, rec)
             .await
             .map_err(meta_err)?;
+        let own = retired_charge(&retired, cairn_snapshot::inode_charge);
+        self.account(own.unwrap_or(inherited), new, &retired, own.unwrap_or(0));
+        Ok(())
+    }
+
+    /// For a clone: the data of the inode record `ino` as inherited from
+    /// the origin (read before the record is replaced), in case the clone
+    /// has no version of its own. 0 for a dataset with no origin.
+    async fn inherited_charge(&self, ino: u64) -> Result<u64> {
+        if !self.tree.has_origin {
+            return Ok(0);
+        }
+        Ok(cairn_meta::inode(&self.txn, self.view(), ino)
+            .await
+            .map_err(meta_err)?
+            .map_or(0, |r| cairn_snapshot::inode_charge(&r)))
+    }
+
+    /// Count a record replaced in this operation: `visible` bytes were
+    /// seen before (own or inherited), `new` are seen now, `own` of them
+    /// were the own head version `retired` says what became of.
+    fn account<T>(&mut self, visible: u64, new: u64, retired: &Retired<T>, own: u64) {
+        let Some(s) = &mut self.ds.space else {
+            return;
+        };
+        if visible == 0 && new == 0 && own == 0 {
+            return;
+        }
+        s.referenced = (s.referenced + new).saturating_sub(visible);
+        s.own = (s.own + new).saturating_sub(own);
+        s.written += new;
+        match retired {
+            Retired::Dropped(_) => s.written = s.written.saturating_sub(own),
+            Retired::Kept(_) => s.snapshots += own,
+            Retired::Nothing => {}
+        }
+        self.ds_dirty = true;
+    }
+
+    /// Refuse the operation if it grew a figure past the dataset's quota
+    /// (`used`) or refquota (`referenced`): EDQUOT, naming the dataset.
+    /// An operation that grows nothing always passes, so deletes work on a
+    /// full dataset; so does a truncate.
+    fn check_quota(&self) -> Result<()> {
+        let (Some(before), Some(after)) = (self.space_before, self.ds.space) else {
+            return Ok(());
+        };
+        if self.quota_exempt {
+            return Ok(());
+        }
+        let over = |limit: Option<u64>, b: u64, a: u64| limit.filter(|l| a > *l && a > b);
+        if let Some(q) = over(self.ds.refquota, before.referenced, after.referenced) {
+            return Err(err(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "dataset {:?} is at its refquota of {q} bytes (referenced {}); delete or truncate files to write again",
+                    self.ds.name, before.referenced
+                ),
+            ));
+        }
+        if let Some(q) = over(self.ds.quota, before.used(), after.used()) {
+            return Err(err(
+                ErrorKind::QuotaExceeded,
+                format!(
+                    "dataset {:?} is at its quota of {q} bytes (used {}, its snapshots included); delete files or snapshots to write again",
+                    self.ds.name,
+                    before.used()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -215,7 +297,9 @@ impl<'a> Op<'a> {
     /// number was never used).
     pub(crate) fn put_new_inode(&mut self, ino: u64, rec: InodeRecord) {
         let key = self.ikey(ino);
+        let new = cairn_snapshot::inode_charge(&rec);
         cairn_meta::put_new(&mut self.txn, &self.tree, &key, rec);
+        self.account(0, new, &Retired::<InodeRecord>::Nothing, 0);
     }
 
     /// Stage an entry of a directory created in this operation.
@@ -327,10 +411,40 @@ impl<'a> Op<'a> {
             self.drop_extents_from(ino, 0).await?;
         }
         let key = self.ikey(ino);
-        cairn_meta::delete::<InodeRecord>(&mut self.txn, &self.tree, &key)
+        let inherited = self.inherited_charge(ino).await?;
+        let retired = cairn_meta::delete::<InodeRecord>(&mut self.txn, &self.tree, &key)
             .await
             .map_err(meta_err)?;
+        let own = retired_charge(&retired, cairn_snapshot::inode_charge);
+        self.account(own.unwrap_or(inherited), 0, &retired, own.unwrap_or(0));
         self.count_inodes(-1);
+        Ok(())
+    }
+
+    /// Stage extent record `group` of newly allocated inode `ino`, naming
+    /// the map another record names (one more reference to it).
+    pub(crate) async fn put_new_extent(
+        &mut self,
+        ino: u64,
+        group: u64,
+        e: ExtentRecord,
+    ) -> Result<()> {
+        let bytes = match e.bytes {
+            Some(b) => b,
+            None => cairn_cas::read_map(&self.inner.kv, &e.map)
+                .await
+                .map_err(cas_err)?
+                .logical_bytes(),
+        };
+        let key = self.extent_key(ino, group);
+        cairn_meta::put_new(
+            &mut self.txn,
+            &self.tree,
+            &key,
+            ExtentRecord::new(e.map, bytes),
+        );
+        self.pending.incref_map(e.map);
+        self.account(0, bytes, &Retired::<ExtentRecord>::Nothing, 0);
         Ok(())
     }
 
@@ -359,6 +473,7 @@ impl<'a> Op<'a> {
                 (ino, group),
                 Group {
                     orig: rec.map(|r| r.map),
+                    orig_bytes: map.logical_bytes(),
                     map,
                     dirty: false,
                 },
@@ -389,19 +504,26 @@ impl<'a> Op<'a> {
             .await
             .map_err(meta_err)?;
         for (g, rec) in stored {
-            if first > 0 {
+            if first > 0 || rec.bytes.is_none() || self.groups.contains_key(&(ino, g)) {
                 self.group(ino, g).await?;
             } else {
-                // Emptied below: no need to read the map.
-                self.groups.entry((ino, g)).or_insert(Group {
-                    orig: Some(rec.map),
-                    map: ExtentMap::default(),
-                    dirty: false,
-                });
+                // Emptied below: no need to read the map, the record says
+                // what it holds.
+                let bytes = rec.bytes.unwrap_or(0);
+                self.groups.insert(
+                    (ino, g),
+                    Group {
+                        orig: Some(rec.map),
+                        orig_bytes: bytes,
+                        map: ExtentMap::default(),
+                        dirty: false,
+                    },
+                );
+                dropped += bytes;
             }
         }
         for (_, g) in self.groups.range_mut((ino, from)..=(ino, u64::MAX)) {
-            dropped += slot_bytes(&g.map.slots);
+            dropped += g.map.logical_bytes();
             g.map.slots.clear();
             g.dirty = true;
         }
@@ -470,6 +592,7 @@ impl<'a> Op<'a> {
             }
             let mut map = group.map;
             let key = self.extent_key(ino, g);
+            let new = map.logical_bytes();
             let retired = if map.trim() {
                 if group.orig.is_none() {
                     continue;
@@ -480,9 +603,14 @@ impl<'a> Op<'a> {
                     continue;
                 }
                 let map = self.pending.put_map(map);
-                cairn_meta::put(&mut self.txn, &self.tree, &key, ExtentRecord { map }).await
+                let rec = ExtentRecord::new(map, new);
+                cairn_meta::put(&mut self.txn, &self.tree, &key, rec).await
             }
             .map_err(meta_err)?;
+            // The version replaced is the one the group was read from:
+            // the own head's, or (with no own version) the origin's.
+            let own = retired_charge(&retired, |_| group.orig_bytes).unwrap_or(0);
+            self.account(group.orig_bytes, new, &retired, own);
             if let Retired::Dropped(old) = retired {
                 self.pending.decref_map(old.map);
             }
@@ -605,6 +733,7 @@ impl<'a> Op<'a> {
             return Ok(());
         }
         if size == 0 {
+            self.quota_exempt = true;
             self.drop_extents_from(ino, 0).await?;
             rec.inline = Some(Vec::new());
             rec.size = 0;
@@ -612,6 +741,7 @@ impl<'a> Op<'a> {
             return Ok(());
         }
         if size < rec.size {
+            self.quota_exempt = true;
             let base = self.allocated(ino, rec).await?;
             let cs = self.chunk_size as u64;
             let keep = size.div_ceil(cs);
@@ -634,6 +764,16 @@ impl<'a> Op<'a> {
 /// The stored bytes of a map's slots.
 fn slot_bytes(slots: &[Option<ChunkRef>]) -> u64 {
     slots.iter().flatten().map(|c| u64::from(c.len)).sum()
+}
+
+/// The data of the own head version `retired` replaced (`Some(0)` for a
+/// whiteout), or `None` if there was none.
+fn retired_charge<T>(retired: &Retired<T>, charge: impl Fn(&T) -> u64) -> Option<u64> {
+    match retired {
+        Retired::Dropped(v) | Retired::Kept(Some(v)) => Some(charge(v)),
+        Retired::Kept(None) => Some(0),
+        Retired::Nothing => None,
+    }
 }
 
 fn is_zero(d: &[u8]) -> bool {

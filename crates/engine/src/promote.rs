@@ -53,6 +53,10 @@ impl Engine {
             .map(|s| s.generation)
             .collect();
         let kv = &self.inner.kv;
+        // The copies move data between inherited and own records, and the
+        // snapshots' written with it: the figures are counted again after
+        // the last batch (or on the next open, after a crash midway).
+        self.uncount(&mut w, d.id).await?;
         let mut copied = 0u64;
         for kind in [KeyPrefix::Inode, KeyPrefix::Dirent, KeyPrefix::Extent] {
             let (mut cursor, end) = Key::tree_range(kind, otree);
@@ -116,12 +120,13 @@ impl Engine {
                 }
             }
         }
-        let mut rec = d.clone();
+        let mut rec = w.reg.dataset(d.id).cloned().unwrap_or(d.clone());
         rec.origin = None;
         let mut t = kv.txn();
         w.reg.put_dataset(&mut t, rec);
         self.commit_registry(t, &mut w.reg).await?;
+        self.count_missing(&mut w).await?;
         tracing::info!(dataset = name, copied, "promoted clone");
-        self.info_of(&w.reg, d.id, false).await
+        self.info_of(&w.reg, d.id).await
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use cairn_codec::{DirentRecord, FileKind, HeadKey, InodeRecord};
+use cairn_codec::{DirentRecord, FileKind, InodeRecord};
 use cairn_fs::{ErrorKind, FsError};
 use cairn_meta::View;
 use cairn_registry::SnapshotSpec;
@@ -172,13 +172,7 @@ impl Engine {
                         .await
                         .map_err(meta_err)?;
                     for (idx, e) in extents {
-                        let key = HeadKey::Extent {
-                            tree: s.tree,
-                            ino: new,
-                            idx,
-                        };
-                        cairn_meta::put_new(&mut op.txn, &op.tree, &key, e);
-                        op.pending.incref_map(e.map);
+                        op.put_new_extent(new, idx, e).await?;
                         report.extents += 1;
                     }
                 }

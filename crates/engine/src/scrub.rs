@@ -176,7 +176,7 @@ impl Engine {
             let mut it = kv.iter(&start, &end).await.map_err(kv_err)?;
             while let Some((k, v)) = it.next().await.map_err(kv_err)? {
                 let Ok(Versioned {
-                    value: Some(ExtentRecord { map }),
+                    value: Some(ExtentRecord { map, .. }),
                     ..
                 }) = Versioned::<ExtentRecord>::decode(&v)
                 else {

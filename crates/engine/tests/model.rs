@@ -143,6 +143,20 @@ impl Model {
         }
     }
 
+    /// The dataset's `referenced`: the space of every file it holds, each
+    /// file once however many links it has.
+    fn referenced(&self) -> u64 {
+        let ids: std::collections::BTreeSet<u32> = self
+            .entries
+            .values()
+            .filter_map(|n| match n {
+                Node::File(id) => Some(*id),
+                Node::Dir => None,
+            })
+            .collect();
+        ids.into_iter().map(|id| self.used(id)).sum()
+    }
+
     /// Chunk `idx` of file `id` now holds its first `len` bytes (within
     /// the file): stored unless they are all zeros, which is a hole.
     fn store_chunk(&mut self, id: u32, idx: u64, len: u64) {
@@ -985,6 +999,18 @@ async fn compare_world(engine: &Engine, world: &World) -> Result<(), String> {
         compare(&fs, m)
             .await
             .map_err(|e| format!("dataset {name}: {e}"))?;
+        let info = engine
+            .dataset_info(name)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        if info.space.referenced != m.referenced() {
+            return Err(format!(
+                "dataset {name}: referenced {} in the engine ({:?}), {} in the model",
+                info.space.referenced,
+                info.space,
+                m.referenced()
+            ));
+        }
     }
     for (spec, (_, m)) in &world.snaps {
         let fs = engine
@@ -994,6 +1020,17 @@ async fn compare_world(engine: &Engine, world: &World) -> Result<(), String> {
         compare(&fs, m)
             .await
             .map_err(|e| format!("snapshot {spec}: {e}"))?;
+        let info = engine
+            .snapshot_summary(spec)
+            .await
+            .map_err(|e| format!("{spec}: {e}"))?;
+        if info.referenced_bytes != Some(m.referenced()) {
+            return Err(format!(
+                "snapshot {spec}: referenced {:?} in the engine, {} in the model",
+                info.referenced_bytes,
+                m.referenced()
+            ));
+        }
     }
     Ok(())
 }

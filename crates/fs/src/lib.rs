@@ -55,6 +55,9 @@ pub enum ErrorKind {
     ReadOnly,
     /// The store is full (ENOSPC).
     NoSpace,
+    /// The dataset is at its quota or refquota (EDQUOT); deleting or
+    /// truncating files brings it back under.
+    QuotaExceeded,
     /// The file would exceed [`MAX_FILE_SIZE`] (EFBIG).
     FileTooBig,
     /// Too many hard links (EMLINK).
@@ -93,6 +96,7 @@ impl ErrorKind {
             ErrorKind::Access => 13,
             ErrorKind::ReadOnly => 30,
             ErrorKind::NoSpace => 28,
+            ErrorKind::QuotaExceeded => 122,
             ErrorKind::FileTooBig => 27,
             ErrorKind::TooManyLinks => 31,
             ErrorKind::Stale => 116,

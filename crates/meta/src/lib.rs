@@ -251,8 +251,8 @@ pub enum Retired<T> {
     /// caller must drop its map reference in the same transaction.
     Dropped(T),
     /// A snapshot can see it: it moved to history with a dead-list entry and
-    /// still holds its references.
-    Kept,
+    /// still holds its references (the version kept, `None` for a whiteout).
+    Kept(Option<T>),
 }
 
 async fn retire<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey) -> Result<Retired<T>> {
@@ -260,9 +260,9 @@ async fn retire<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey) -> 
     let Some(old) = txn.get(&hk).await? else {
         return Ok(Retired::Nothing);
     };
-    let birth = birth_of(&old).map_err(|e| corrupt(&hk, e))?;
+    let v = decode::<T>(&hk, &old)?;
+    let birth = v.birth;
     if birth > tree.last_snapshot {
-        let v = decode::<T>(&hk, &old)?;
         return Ok(match v.value {
             Some(v) => Retired::Dropped(v),
             None => Retired::Nothing,
@@ -283,7 +283,7 @@ async fn retire<T: Body>(txn: &mut Txn<'_>, tree: &TreeState, key: &HeadKey) -> 
         .encode(),
         Bytes::new(),
     );
-    Ok(Retired::Kept)
+    Ok(Retired::Kept(v.value))
 }
 
 /// Write `value` as the head version of `key`, born at the current generation.
@@ -643,9 +643,7 @@ mod tests {
     use cairn_kv::{Kv, KvOptions};
 
     fn ext(b: u8) -> ExtentRecord {
-        ExtentRecord {
-            map: ChunkHash([b; 32]),
-        }
+        ExtentRecord::new(ChunkHash([b; 32]), u64::from(b))
     }
 
     #[tokio::test]
@@ -678,7 +676,7 @@ mod tests {
         let mut t = kv.txn();
         assert_eq!(
             put(&mut t, &st, &key, ext(3)).await?,
-            Retired::<ExtentRecord>::Kept
+            Retired::<ExtentRecord>::Kept(Some(ext(2)))
         );
         assert_eq!(
             put(&mut t, &st, &key, ext(4)).await?,

@@ -29,7 +29,9 @@ const META_NEXT_TREE: &[u8] = b"registry.next_tree";
 /// Prefix of the markers of deleted datasets whose trees are still being
 /// freed (followed by the tree id, big-endian).
 const META_FREEING: &[u8] = b"registry.freeing.";
-const RECORD_VERSION: u8 = 1;
+/// Version 2 appends the space counters and quotas (datasets) and the
+/// frozen figures (snapshots); version 1 records decode without them.
+const RECORD_VERSION: u8 = 2;
 
 /// What went wrong; the kind says what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,57 @@ pub struct DatasetRecord {
     pub last_snapshot: u64,
     /// Inodes in the live tree.
     pub files: u64,
+    /// Its space counters; `None` in a record an older build wrote, until
+    /// the engine counts them on open.
+    pub space: Option<Space>,
+    /// Limit on `used` (live data plus what only its snapshots hold).
+    pub quota: Option<u64>,
+    /// Limit on `referenced` (live data only).
+    pub refquota: Option<u64>,
+}
+
+/// A dataset's space counters: plain bytes of file data (stored chunks
+/// and inline data; holes cost nothing), each kept in the same batch as
+/// the records it counts. A chunk shared by dedup counts once per record
+/// naming it, as ZFS charges deduplicated blocks to every dataset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Space {
+    /// Data the live tree sees, inherited from a clone's origin included
+    /// (ZFS `referenced`).
+    pub referenced: u64,
+    /// Data of the records in its own tree's head: what deleting the
+    /// dataset (after its snapshots) would free (ZFS `usedbydataset`).
+    pub own: u64,
+    /// Data of its history records: what only its snapshots hold, freed if
+    /// every snapshot went (ZFS `usedbysnapshots`).
+    pub snapshots: u64,
+    /// Data of its head records born since its newest snapshot (ZFS
+    /// `written`).
+    pub written: u64,
+}
+
+impl Space {
+    /// ZFS `used`: its own live data plus what only its snapshots hold.
+    pub fn used(&self) -> u64 {
+        self.own.saturating_add(self.snapshots)
+    }
+}
+
+fn put_opt(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+fn get_opt(r: &mut Reader<'_>) -> cairn_codec::Result<Option<u64>> {
+    Ok(match r.u8()? {
+        0 => None,
+        _ => Some(r.u64()?),
+    })
 }
 
 impl DatasetRecord {
@@ -177,12 +230,23 @@ impl DatasetRecord {
         for v in [self.generation, self.last_snapshot, self.files] {
             out.extend_from_slice(&v.to_be_bytes());
         }
+        match self.space {
+            Some(s) => {
+                out.push(1);
+                for v in [s.referenced, s.own, s.snapshots, s.written] {
+                    out.extend_from_slice(&v.to_be_bytes());
+                }
+            }
+            None => out.push(0),
+        }
+        put_opt(&mut out, self.quota);
+        put_opt(&mut out, self.refquota);
         out
     }
 
     fn decode(id: u64, b: &[u8]) -> cairn_codec::Result<Self> {
         let mut r = Reader::new(b, "dataset record");
-        let _version = r.u8()?;
+        let version = r.u8()?;
         let name = get_str(&mut r)?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(r.take(16)?);
@@ -193,7 +257,7 @@ impl DatasetRecord {
         };
         let chunk_size = r.u32()?;
         let read_only = r.u8()? != 0;
-        let rec = Self {
+        let mut rec = Self {
             id,
             name,
             uuid,
@@ -204,7 +268,22 @@ impl DatasetRecord {
             generation: r.u64()?,
             last_snapshot: r.u64()?,
             files: r.u64()?,
+            space: None,
+            quota: None,
+            refquota: None,
         };
+        if version >= 2 {
+            if r.u8()? != 0 {
+                rec.space = Some(Space {
+                    referenced: r.u64()?,
+                    own: r.u64()?,
+                    snapshots: r.u64()?,
+                    written: r.u64()?,
+                });
+            }
+            rec.quota = get_opt(&mut r)?;
+            rec.refquota = get_opt(&mut r)?;
+        }
         r.finish()?;
         Ok(rec)
     }
@@ -230,6 +309,13 @@ pub struct SnapshotRecord {
     /// also numbers datasets (a dataset's view id is its id). Protocol front
     /// ends name views by it (NFS file handles and file ids).
     pub view_id: u64,
+    /// Data it sees (its dataset's `referenced` when it was taken); `None`
+    /// for one an older build took.
+    pub referenced: Option<u64>,
+    /// Data written between the previous snapshot and this one: what it
+    /// sees that the previous one does not (ZFS `written`). Grows when the
+    /// previous snapshot is deleted. `None` for one an older build took.
+    pub written: Option<u64>,
 }
 
 impl SnapshotRecord {
@@ -246,12 +332,14 @@ impl SnapshotRecord {
             None => out.push(0),
         }
         out.extend_from_slice(&self.view_id.to_be_bytes());
+        put_opt(&mut out, self.referenced);
+        put_opt(&mut out, self.written);
         out
     }
 
     fn decode(tree: u64, generation: u64, b: &[u8]) -> cairn_codec::Result<Self> {
         let mut r = Reader::new(b, "snapshot record");
-        let _version = r.u8()?;
+        let version = r.u8()?;
         let name = get_str(&mut r)?;
         let created = get_ts(&mut r)?;
         let files = r.u64()?;
@@ -260,6 +348,11 @@ impl SnapshotRecord {
             _ => Some(r.u64()?),
         };
         let view_id = r.u64()?;
+        let (referenced, written) = if version >= 2 {
+            (get_opt(&mut r)?, get_opt(&mut r)?)
+        } else {
+            (None, None)
+        };
         r.finish()?;
         Ok(Self {
             tree,
@@ -269,6 +362,8 @@ impl SnapshotRecord {
             files,
             destroying,
             view_id,
+            referenced,
+            written,
         })
     }
 }
@@ -574,6 +669,9 @@ impl Registry {
             generation: 1,
             last_snapshot: 0,
             files,
+            space: Some(Space::default()),
+            quota: None,
+            refquota: None,
         }
     }
 
@@ -694,6 +792,13 @@ mod tests {
         let id = reg.alloc_tree(&mut t)?;
         let mut d = Registry::new_dataset(id, "home", 65536, Some((9, 4)), 3);
         d.generation = 7;
+        d.quota = Some(1 << 30);
+        d.space = Some(Space {
+            referenced: 5,
+            own: 4,
+            snapshots: 3,
+            written: 2,
+        });
         reg.put_dataset(&mut t, d.clone());
         reg.set_default(&mut t, id);
         let s = SnapshotRecord {
@@ -704,6 +809,8 @@ mod tests {
             files: 3,
             destroying: None,
             view_id: 12,
+            referenced: Some(4096),
+            written: None,
         };
         reg.put_snapshot(&mut t, s.clone());
         t.commit().await?;

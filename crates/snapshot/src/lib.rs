@@ -50,6 +50,50 @@ fn corrupt(k: &[u8], e: CodecError) -> SnapshotError {
     ))
 }
 
+/// The file data (plain bytes) the record `raw` under `head` holds: an
+/// inline file's data, or the chunks of an extent record's map (read from
+/// the map only for a record written before extent records kept it).
+/// Directory entries, whiteouts and other inodes hold none. This is what
+/// the dataset space counters ([`cairn_registry::Space`]) sum.
+pub async fn charge(txn: &Txn<'_>, head: &HeadKey, raw: &[u8]) -> Result<u64> {
+    let k = head.encode();
+    Ok(match head {
+        HeadKey::Inode { .. } => Versioned::<InodeRecord>::decode(raw)
+            .map_err(|e| corrupt(&k, e))?
+            .value
+            .map_or(0, |r| inode_charge(&r)),
+        HeadKey::Extent { .. } => {
+            match Versioned::<ExtentRecord>::decode(raw)
+                .map_err(|e| corrupt(&k, e))?
+                .value
+            {
+                Some(ExtentRecord { bytes: Some(b), .. }) => b,
+                Some(ExtentRecord { map, bytes: None }) => {
+                    match txn.get(&Key::Map(map).encode()).await? {
+                        Some(stored) => cairn_cas::decode_map(&map, &stored)?.logical_bytes(),
+                        None => {
+                            return Err(SnapshotError::Corrupt(format!(
+                                "extent record {head:?} names missing map {}",
+                                map.to_hex()
+                            )));
+                        }
+                    }
+                }
+                None => 0,
+            }
+        }
+        _ => 0,
+    })
+}
+
+/// The file data an inode record itself holds: an inline file's bytes.
+pub fn inode_charge(r: &InodeRecord) -> u64 {
+    match (&r.kind, &r.inline) {
+        (FileKind::Regular, Some(d)) => d.len() as u64,
+        _ => 0,
+    }
+}
+
 /// Stage the creation of snapshot `name` of dataset `dataset`: record the
 /// current generation and start a new one. O(1): nothing else is written.
 pub fn create(
@@ -82,7 +126,12 @@ pub fn create(
         files: d.files,
         destroying: None,
         view_id,
+        referenced: d.space.map(|s| s.referenced),
+        written: d.space.map(|s| s.written),
     };
+    if let Some(s) = &mut d.space {
+        s.written = 0;
+    }
     d.last_snapshot = d.generation;
     d.generation += 1;
     reg.put_snapshot(txn, rec.clone());
@@ -135,10 +184,23 @@ pub fn begin_destroy(
     // Versions that die from now on are judged against the previous
     // snapshot; the range this destruction frees is fixed here.
     let scan_end = next.unwrap_or(d.generation);
+    // What it wrote passes to its successor (the next snapshot, or the
+    // live tree); each destruction step takes back what it frees.
+    match next.and_then(|g| reg.snapshot(tree, g).cloned()) {
+        Some(mut n) => {
+            n.written = n.written.zip(snap.written).map(|(a, b)| a + b);
+            reg.put_snapshot(txn, n);
+        }
+        None => {
+            if let Some(s) = &mut d.space {
+                s.written += snap.written.unwrap_or(0);
+            }
+        }
+    }
     if d.last_snapshot == generation {
         d.last_snapshot = prev;
-        reg.put_dataset(txn, d);
     }
+    reg.put_dataset(txn, d);
     reg.put_snapshot(
         txn,
         SnapshotRecord {
@@ -197,6 +259,7 @@ pub async fn destroy_step(
     let mut step = DestroyStep::default();
     let mut txn = kv.txn();
     let mut pending = Pending::new();
+    let mut freed_bytes = 0u64;
     for (k, _) in &entries {
         step.examined += 1;
         let Key::Dead {
@@ -211,17 +274,21 @@ pub async fn destroy_step(
             continue; // still visible to an older snapshot (or not ours)
         }
         let hist = head.history_key(death);
-        if let HeadKey::Extent { .. } = head
-            && let Some(v) = txn.get(&hist).await?
-        {
-            let ver = Versioned::<ExtentRecord>::decode(&v).map_err(|e| corrupt(&hist, e))?;
-            if let Some(e) = ver.value {
-                pending.decref_map(e.map);
+        if let Some(v) = txn.get(&hist).await? {
+            freed_bytes += charge(&txn, &head, &v).await?;
+            if let HeadKey::Extent { .. } = head {
+                let ver = Versioned::<ExtentRecord>::decode(&v).map_err(|e| corrupt(&hist, e))?;
+                if let Some(e) = ver.value {
+                    pending.decref_map(e.map);
+                }
             }
         }
         txn.delete(hist);
         txn.delete(k.to_vec());
         step.freed += 1;
+    }
+    if freed_bytes > 0 {
+        take_back(reg, &mut txn, tree, generation, freed_bytes);
     }
     if entries.len() < budget.max(1) {
         reg.remove_snapshot(&mut txn, tree, generation);
@@ -234,6 +301,35 @@ pub async fn destroy_step(
     pending.apply(&mut txn).await?;
     txn.commit().await?;
     Ok(step)
+}
+
+/// Stage the counters of `freed` bytes of history that destroying snapshot
+/// `(tree, generation)` freed: they leave the dataset's `usedbysnapshots`,
+/// and the `written` its successor inherited (they never reached it).
+fn take_back(reg: &mut Registry, txn: &mut Txn<'_>, tree: u64, generation: u64, freed: u64) {
+    let next = reg
+        .all_snapshots()
+        .filter(|s| s.tree == tree && s.generation > generation && s.destroying.is_none())
+        .min_by_key(|s| s.generation)
+        .cloned();
+    let Some(mut d) = reg.dataset(tree).cloned() else {
+        return;
+    };
+    match next {
+        Some(mut n) => {
+            n.written = n.written.map(|w| w.saturating_sub(freed));
+            reg.put_snapshot(txn, n);
+        }
+        None => {
+            if let Some(s) = &mut d.space {
+                s.written = s.written.saturating_sub(freed);
+            }
+        }
+    }
+    if let Some(s) = &mut d.space {
+        s.snapshots = s.snapshots.saturating_sub(freed);
+    }
+    reg.put_dataset(txn, d);
 }
 
 /// What a rollback changed.
@@ -275,6 +371,7 @@ pub async fn rollback(
         .into());
     }
     let mut report = RollbackReport::default();
+    let (mut discarded, mut restored) = (0u64, 0u64);
     // Head versions no snapshot sees. (A full scan of the tree's head keys:
     // births are not indexed; see docs/ARCHITECTURE.md.)
     for kind in [KeyPrefix::Inode, KeyPrefix::Dirent, KeyPrefix::Extent] {
@@ -282,6 +379,11 @@ pub async fn rollback(
         for (k, v) in txn.scan(&start, &end, usize::MAX).await? {
             if birth_of(&v).map_err(|e| corrupt(&k, e))? <= generation {
                 continue;
+            }
+            if kind != KeyPrefix::Dirent
+                && let Ok(Key::Head(head)) = Key::decode(&k)
+            {
+                discarded += charge(txn, &head, &v).await?;
             }
             if kind == KeyPrefix::Extent {
                 let ver = Versioned::<ExtentRecord>::decode(&v).map_err(|e| corrupt(&k, e))?;
@@ -307,12 +409,24 @@ pub async fn rollback(
                 "dead-list entry without its history version: {head:?} died at {death}"
             )));
         };
+        restored += charge(txn, &head, &v).await?;
         txn.put(head.encode(), v);
         txn.delete(hist);
         txn.delete(k.to_vec());
         report.restored += 1;
     }
     d.files = snap.files;
+    // The head is the snapshot again. Without a figure frozen at the
+    // snapshot (an older build took it) the engine counts again.
+    d.space = match (d.space, snap.referenced) {
+        (Some(s), Some(referenced)) => Some(cairn_registry::Space {
+            referenced,
+            own: (s.own + restored).saturating_sub(discarded),
+            snapshots: s.snapshots.saturating_sub(restored),
+            written: 0,
+        }),
+        _ => None,
+    };
     d.last_snapshot = generation;
     reg.put_dataset(txn, d);
     Ok(report)
