@@ -590,7 +590,7 @@ async fn dataset(out: &Out, c: &mut Client, cmd: DatasetCmd) -> Result<()> {
                         ));
                     };
                     let (k, v) = &all[i];
-                    chosen.push((k.clone(), v.clone()));
+                    chosen.push((k.clone(), *v));
                 }
                 chosen
             };

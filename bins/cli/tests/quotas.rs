@@ -105,7 +105,10 @@ fn bad_properties_are_refused_and_change_nothing() {
     cairn_ok(&s, &["dataset", "snapshot", "root", "s"]);
     cairn_ok(&s, &["dataset", "set", "root", "quota=1GiB"]);
     for (args, want) in [
-        (vec!["dataset", "set", "root", "colour=blue"], "unknown property"),
+        (
+            vec!["dataset", "set", "root", "colour=blue"],
+            "unknown property",
+        ),
         (vec!["dataset", "set", "root", "quota=-5"], "not a size"),
         (vec!["dataset", "set", "root", "quota=lots"], "not a size"),
         (vec!["dataset", "set", "root", "quota=10XB"], "unit"),
@@ -117,7 +120,10 @@ fn bad_properties_are_refused_and_change_nothing() {
             "not a size",
         ),
         (vec!["dataset", "get", "root", "colour"], "unknown property"),
-        (vec!["dataset", "get", "root@s", "quota"], "unknown property"),
+        (
+            vec!["dataset", "get", "root@s", "quota"],
+            "unknown property",
+        ),
     ] {
         let err = cairn_fails(&s, &args, 2);
         assert!(err.contains(want), "{args:?}: {err}");

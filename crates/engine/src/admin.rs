@@ -75,6 +75,37 @@ pub enum Property {
     ReadOnly(bool),
 }
 
+/// What `reg` and dataset record `d` say of it, with `store_free` bytes
+/// free in the store.
+fn describe(reg: &Registry, d: &DatasetRecord, store_free: u64) -> DatasetInfo {
+    let id = d.id;
+    let origin = d.origin.map(|(t, g)| {
+        let snap = reg
+            .snapshot(t, g)
+            .map_or_else(|| format!("#{g}"), |s| s.name.clone());
+        format!("{}@{snap}", reg.name_of(t))
+    });
+    let space = d.space.unwrap_or_default();
+    let available = available(d, store_free);
+    DatasetInfo {
+        id,
+        name: d.name.clone(),
+        uuid: format_uuid(&d.uuid),
+        created: d.created,
+        origin,
+        read_only: d.read_only,
+        default: reg.default_id() == id,
+        chunk_size: d.chunk_size,
+        files: d.files,
+        space,
+        quota: d.quota,
+        refquota: d.refquota,
+        available,
+        generation: d.generation,
+        snapshots: reg.snapshots_of(id).len(),
+    }
+}
+
 /// What dataset `d` can still grow by with `store_free` bytes free in the
 /// store: the least of that and what each quota leaves.
 pub(crate) fn available(d: &DatasetRecord, store_free: u64) -> u64 {
@@ -330,11 +361,14 @@ impl Engine {
     /// published registry, and each dataset's record as committed.
     pub async fn list_datasets(&self) -> Result<Vec<DatasetInfo>> {
         let reg = self.inner.registry();
-        let ids: Vec<u64> = reg.datasets().map(|d| d.id).collect();
-        let mut out = Vec::new();
-        for id in ids {
-            out.push(self.info_of(&reg, id).await?);
-        }
+        let free = self.store_free()?;
+        let mut out: Vec<DatasetInfo> = Registry::read_datasets(&self.inner.kv)
+            .await
+            .map_err(reg_err)?
+            .iter()
+            .filter(|d| reg.dataset(d.id).is_some())
+            .map(|d| describe(&reg, d, free))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -395,31 +429,7 @@ impl Engine {
             .as_ref()
             .or_else(|| reg.dataset(id))
             .ok_or_else(|| FsError::new(ErrorKind::NotFound, format!("no dataset {id}")))?;
-        let origin = d.origin.map(|(t, g)| {
-            let snap = reg
-                .snapshot(t, g)
-                .map_or_else(|| format!("#{g}"), |s| s.name.clone());
-            format!("{}@{snap}", reg.name_of(t))
-        });
-        let space = d.space.unwrap_or_default();
-        let available = available(d, self.store_free()?);
-        Ok(DatasetInfo {
-            id,
-            name: d.name.clone(),
-            uuid: format_uuid(&d.uuid),
-            created: d.created,
-            origin,
-            read_only: d.read_only,
-            default: reg.default_id() == id,
-            chunk_size: d.chunk_size,
-            files: d.files,
-            space,
-            quota: d.quota,
-            refquota: d.refquota,
-            available,
-            generation: d.generation,
-            snapshots: reg.snapshots_of(id).len(),
-        })
+        Ok(describe(reg, d, self.store_free()?))
     }
 
     /// How many extent records (head and history) in the ranges `range`

@@ -428,17 +428,27 @@ impl Registry {
         }
     }
 
-    /// Load every registry record.
-    pub async fn load(kv: &Kv) -> Result<Self> {
-        let mut reg = Registry::default();
+    /// Every committed dataset record as `kv` sees it now, in one scan.
+    pub async fn read_datasets(kv: &Kv) -> Result<Vec<DatasetRecord>> {
         let (s, e) = Key::prefix_range(KeyPrefix::Dataset);
+        let mut out = Vec::new();
         for (k, v) in kv.scan(&s, &e, usize::MAX).await? {
             let Ok(Key::Dataset(id)) = Key::decode(&k) else {
                 return Err(RegistryError::Corrupt(format!("bad dataset key {k:?}")));
             };
-            let rec = DatasetRecord::decode(id, &v)
-                .map_err(|e| RegistryError::Corrupt(format!("dataset {id}: {e}")))?;
-            reg.datasets.insert(id, rec);
+            out.push(
+                DatasetRecord::decode(id, &v)
+                    .map_err(|e| RegistryError::Corrupt(format!("dataset {id}: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Load every registry record.
+    pub async fn load(kv: &Kv) -> Result<Self> {
+        let mut reg = Registry::default();
+        for rec in Self::read_datasets(kv).await? {
+            reg.datasets.insert(rec.id, rec);
         }
         let (s, e) = Key::prefix_range(KeyPrefix::Snapshot);
         for (k, v) in kv.scan(&s, &e, usize::MAX).await? {

@@ -4,7 +4,10 @@
 //! Owns: snapshot creation (one small batch that freezes a generation),
 //! destruction through the dead list (marked first, freed in batches,
 //! idempotent so a crash mid-way resumes), rollback (one batch undoing the
-//! changes since a snapshot), and tree diffs between two views.
+//! changes since a snapshot), and tree diffs between two views; with each,
+//! the space counters it moves (a snapshot's frozen `referenced` and
+//! `written`, the dataset's `usedbysnapshots`), and what a record charges
+//! ([`charge`]: the file data it holds).
 //!
 //! Must never know: paths beyond the names a diff reports, permissions,
 //! chunk bytes (only refcounts), NFS or protobuf.
