@@ -100,24 +100,6 @@ pub(crate) async fn count_dataset(kv: &Kv, reg: &Registry, id: u64) -> Result<Sp
     })
 }
 
-/// The generation of the live snapshot of `tree` before `generation` (0 if
-/// none), and of the one after it (`None`: the live head is next).
-fn neighbours(reg: &Registry, tree: u64, generation: u64) -> (u64, Option<u64>) {
-    let live = reg.snapshots_of(tree);
-    let prev = live
-        .iter()
-        .map(|s| s.generation)
-        .filter(|g| *g < generation)
-        .max()
-        .unwrap_or(0);
-    let next = live
-        .iter()
-        .map(|s| s.generation)
-        .filter(|g| *g > generation)
-        .min();
-    (prev, next)
-}
-
 /// Snapshot `s`'s `referenced` and `written`, counted from its records.
 pub(crate) async fn count_snapshot(
     kv: &Kv,
@@ -126,7 +108,7 @@ pub(crate) async fn count_snapshot(
 ) -> Result<(u64, u64)> {
     let view = reg.snapshot_view(s.tree, s.generation).map_err(reg_err)?;
     let (referenced, _) = view_charges(kv, view, 0).await?;
-    let (prev, _) = neighbours(reg, s.tree, s.generation);
+    let (prev, _) = reg.neighbours(s.tree, s.generation);
     let (_, written) = view_charges(kv, own(view), prev).await?;
     Ok((referenced, written))
 }
@@ -135,7 +117,7 @@ pub(crate) async fn count_snapshot(
 /// after the previous snapshot, dead by the next one), which deleting it
 /// frees. Reads its dead-list range and the history records it names.
 pub(crate) async fn snapshot_used(kv: &Kv, reg: &Registry, s: &SnapshotRecord) -> Result<u64> {
-    let (prev, next) = neighbours(reg, s.tree, s.generation);
+    let (prev, next) = reg.neighbours(s.tree, s.generation);
     let t = kv.txn();
     let (start, end) = Key::dead_range(s.tree, s.generation + 1, next.unwrap_or(u64::MAX));
     let mut it = kv.iter(&start, &end).await.map_err(kv_err)?;

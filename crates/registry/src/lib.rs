@@ -518,6 +518,21 @@ impl Registry {
             .collect()
     }
 
+    /// The generations of the live snapshots of `tree` just before
+    /// `generation` (0 if none) and just after it (`None`: the live head
+    /// comes next).
+    pub fn neighbours(&self, tree: u64, generation: u64) -> (u64, Option<u64>) {
+        let live = self.snapshots_of(tree);
+        let prev = live
+            .iter()
+            .map(|s| s.generation)
+            .filter(|g| *g < generation)
+            .max()
+            .unwrap_or(0);
+        let next = live.iter().map(|s| s.generation).find(|g| *g > generation);
+        (prev, next)
+    }
+
     /// Every snapshot record of every tree, destroying ones included.
     pub fn all_snapshots(&self) -> impl Iterator<Item = &SnapshotRecord> {
         self.snapshots.values()

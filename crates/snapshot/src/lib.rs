@@ -176,14 +176,7 @@ pub fn begin_destroy(
         .dataset(tree)
         .cloned()
         .ok_or_else(|| RegistryError::NotFound(format!("no dataset with id {tree}")))?;
-    let live = reg.snapshots_of(tree);
-    let next = live.iter().map(|s| s.generation).find(|g| *g > generation);
-    let prev = live
-        .iter()
-        .map(|s| s.generation)
-        .filter(|g| *g < generation)
-        .max()
-        .unwrap_or(0);
+    let (prev, next) = reg.neighbours(tree, generation);
     // Versions that die from now on are judged against the previous
     // snapshot; the range this destruction frees is fixed here.
     let scan_end = next.unwrap_or(d.generation);
@@ -311,10 +304,9 @@ pub async fn destroy_step(
 /// and the `written` its successor inherited (they never reached it).
 fn take_back(reg: &mut Registry, txn: &mut Txn<'_>, tree: u64, generation: u64, freed: u64) {
     let next = reg
-        .all_snapshots()
-        .filter(|s| s.tree == tree && s.generation > generation && s.destroying.is_none())
-        .min_by_key(|s| s.generation)
-        .cloned();
+        .neighbours(tree, generation)
+        .1
+        .and_then(|g| reg.snapshot(tree, g).cloned());
     let Some(mut d) = reg.dataset(tree).cloned() else {
         return;
     };
